@@ -1,0 +1,1 @@
+"""MNIST classifiers as a DVC pipeline: data, models, training, evaluation and figures."""

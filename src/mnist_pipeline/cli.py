@@ -1,0 +1,37 @@
+"""What every stage script shares: params checked up front, pinned threads, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.params import check_params, load_params
+
+
+def load_checked_params(path: str | Path, architectures: Iterable[str] | None = None) -> dict[str, Any]:
+    """Read params.yaml and validate every section, so a typo anywhere stops the first stage that runs.
+
+    Stages that build models pass the registry names so that arch typos are caught too; the data
+    stages do not import the registry, so that editing a model does not re-download MNIST.
+    """
+    raw = load_params(path)
+    check_params(raw, architectures)
+    return raw
+
+
+def pin_threads(threads: int) -> None:
+    """Fix torch's thread count: float reductions, hence results, depend on it."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's main(); expected failures become one line on stderr and exit status 2."""
+    try:
+        main()
+    except (PipelineError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

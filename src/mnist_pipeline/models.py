@@ -1,0 +1,136 @@
+"""Model registry: the five seed architectures plus our own, built by name."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet18 as torchvision_resnet18
+
+NUM_CLASSES = 10
+
+
+def resnet18() -> nn.Module:
+    """Seed 000: torchvision ResNet18 with a 1-channel 7x7/2 stem and a 10-way head."""
+    model = torchvision_resnet18(weights=None, num_classes=NUM_CLASSES)
+    model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model
+
+
+class MLP(nn.Module):
+    """Seed 001: 784-300-100-10 with BatchNorm after each hidden Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.layer1 = nn.Sequential(nn.Linear(28 * 28, 300), nn.BatchNorm1d(300))
+        self.layer2 = nn.Sequential(nn.Linear(300, 100), nn.BatchNorm1d(100))
+        self.out = nn.Linear(100, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.layer1(self.flatten(x)))
+        x = F.relu(self.layer2(x))
+        # The seed applied softmax here and then CrossEntropyLoss (a double softmax); we return logits.
+        return self.out(x)
+
+
+class LeNet(nn.Module):
+    """Seed 002: conv(24,3x3) → pool → conv(48,3x3) → pool → fc 1200→200 → fc 200→10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 24, kernel_size=3)  # (N, 24, 26, 26) → pool → 13x13
+        self.conv2 = nn.Conv2d(24, 48, kernel_size=3)  # (N, 48, 11, 11) → pool → 5x5
+        self.fc1 = nn.Linear(48 * 5 * 5, 200)
+        self.fc2 = nn.Linear(200, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        # The seed ends in log_softmax + nll_loss; logits + cross_entropy is the same loss.
+        return self.fc2(x)
+
+
+class CNN6(nn.Module):
+    """Seed 003: six 3x3 convs (16,16,32,32,64,64) with two max-pools and one Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2))  # 14x14
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(),
+            nn.MaxPool2d(2),
+        )  # 7x7
+        self.conv3 = nn.Sequential(
+            nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, 1, 1), nn.ReLU(),
+        )
+        self.out = nn.Linear(64 * 7 * 7, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv3(self.conv2(self.conv1(x)))
+        return self.out(torch.flatten(x, 1))
+
+
+class CNN2(nn.Module):
+    """Seed 004: conv(32,3x3) → pool → conv(64,3x3) → pool → fc 1600→64 → fc 64→10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=3)  # (N, 32, 26, 26) → pool → 13x13
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)  # (N, 64, 11, 11) → pool → 5x5
+        self.fc1 = nn.Linear(64 * 5 * 5, 64)
+        self.fc2 = nn.Linear(64, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class BNNet(nn.Module):
+    """Ours: a small VGG-style net, BatchNorm after every conv, global average pooling."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _conv_bn(1, w), _conv_bn(w, w), nn.MaxPool2d(2),  # (N, w, 14, 14)
+            _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),  # (N, 2w, 7, 7)
+            _conv_bn(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1),  # (N, 4w, 1, 1)
+        )
+        self.out = nn.Linear(4 * w, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.flatten(self.features(x), 1))
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "resnet18": resnet18,
+    "mlp": MLP,
+    "lenet": LeNet,
+    "cnn6": CNN6,
+    "cnn2": CNN2,
+    "bnnet": BNNet,
+}
+
+
+def build_model(arch: str) -> nn.Module:
+    """Return a freshly initialised model for the registered architecture name."""
+    if arch not in MODELS:
+        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(sorted(MODELS))}")
+    return MODELS[arch]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

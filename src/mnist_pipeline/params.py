@@ -1,0 +1,276 @@
+"""Typed params.yaml sections; the loader rejects unknown, missing, mistyped and out-of-range keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+
+from mnist_pipeline.errors import PipelineError
+
+T = TypeVar("T")
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ParamsError(PipelineError):
+    """A params.yaml value that the pipeline cannot use; the message names the key and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadParams:
+    timeout_s: float  # per-request socket timeout, seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessParams:
+    val_size: int  # images held out of the 60,000 training images for model selection
+    train_limit: int = 0  # keep only the first N shuffled training images; 0 keeps all (smoke runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    device: str  # auto | cpu | cuda | mps; auto picks cuda > mps > cpu
+    threads: int  # torch intra-op threads, pinned so reruns are byte-identical
+    eval_batch_size: int  # images per forward pass when scoring the val split
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    arch: str  # a name in the model registry
+    optimizer: str  # sgd | adam | adamw
+    lr: float  # peak learning rate
+    batch_size: int  # images per optimisation step
+    epochs: int  # maximum epochs
+    momentum: float = 0.0  # SGD momentum (Adam uses its betas)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | step | cosine | onecycle
+    step_epochs: int = 1  # step schedule: multiply lr by gamma every step_epochs epochs
+    gamma: float = 1.0  # step schedule factor
+    warmup_frac: float = 0.0  # onecycle/cosine: fraction of steps spent warming up
+    label_smoothing: float = 0.0
+    rotate_deg: float = 0.0  # augmentation: max |rotation|, degrees, drawn per image
+    translate_px: float = 0.0  # augmentation: max |shift| per axis, pixels, drawn per image
+    scale: float = 0.0  # augmentation: max relative zoom, drawn per image
+    norm_mean: float = 0.0  # input = (pixel/255 - norm_mean) / norm_std
+    norm_std: float = 1.0
+    patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
+    channels_last: bool = False  # NHWC memory format; measured faster on CPU for the small CNNs
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int  # images per forward pass
+
+
+@dataclasses.dataclass(frozen=True)
+class PlotParams:
+    dpi: int
+    normalize_confusion: bool  # row-normalise the confusion heat maps
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_type(path: str, value: Any, tp: Any) -> Any:
+    """Return value coerced to tp (int → float allowed) or raise ParamsError."""
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, float):
+        return value
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ParamsError(f"{path} = {value!r} is a {type(value).__name__}; it must be a {_type_name(tp)}")
+
+
+def build_section(cls: type[T], section: Any, path: str) -> T:
+    """Build dataclass cls from a params mapping, naming the key path in any error."""
+    if not isinstance(section, dict):
+        raise ParamsError(f"{path} must be a mapping of keys to values, got {section!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    for key in section:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean {path}.{close[0]}?)" if close else ""
+            raise ParamsError(f"unknown key {path}.{key}{hint}; valid keys: {', '.join(fields)}")
+    values = {}
+    for name, field in fields.items():
+        required = field.default is dataclasses.MISSING
+        if name not in section:
+            if required:
+                raise ParamsError(f"missing key {path}.{name} in params.yaml")
+            continue
+        values[name] = _check_type(f"{path}.{name}", section[name], hints[name])
+    return cls(**values)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ParamsError(message)
+
+
+def _choice(path: str, value: str, valid: typing.Iterable[str]) -> None:
+    valid = sorted(valid)
+    _require(value in valid, f"{path} = {value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def validate_model(params: ModelParams, path: str, architectures: Iterable[str] | None = None) -> ModelParams:
+    """Range-check one model recipe; arch is checked against the registry names when given."""
+    if architectures is not None:
+        _choice(f"{path}.arch", params.arch, architectures)
+    _choice(f"{path}.optimizer", params.optimizer, OPTIMIZERS)
+    _choice(f"{path}.schedule", params.schedule, SCHEDULES)
+    _require(params.lr > 0, f"{path}.lr = {params.lr} must be > 0")
+    _require(params.batch_size >= 2, f"{path}.batch_size = {params.batch_size} must be >= 2 (BatchNorm needs 2)")
+    _require(params.epochs >= 1, f"{path}.epochs = {params.epochs} must be >= 1")
+    _require(params.momentum >= 0, f"{path}.momentum = {params.momentum} must be >= 0")
+    _require(params.weight_decay >= 0, f"{path}.weight_decay = {params.weight_decay} must be >= 0")
+    _require(params.step_epochs >= 1, f"{path}.step_epochs = {params.step_epochs} must be >= 1")
+    _require(params.gamma > 0, f"{path}.gamma = {params.gamma} must be > 0")
+    _require(0 <= params.warmup_frac < 1, f"{path}.warmup_frac = {params.warmup_frac} must be in [0, 1)")
+    _require(0 <= params.label_smoothing < 1, f"{path}.label_smoothing = {params.label_smoothing} must be in [0, 1)")
+    _require(0 <= params.rotate_deg <= 180, f"{path}.rotate_deg = {params.rotate_deg} must be in [0, 180]")
+    _require(0 <= params.translate_px <= 14, f"{path}.translate_px = {params.translate_px} must be in [0, 14]")
+    _require(0 <= params.scale < 1, f"{path}.scale = {params.scale} must be in [0, 1)")
+    _require(params.norm_std > 0, f"{path}.norm_std = {params.norm_std} must be > 0")
+    _require(params.patience >= 0, f"{path}.patience = {params.patience} must be >= 0 (0 turns early stopping off)")
+    return params
+
+
+def validate_seed(seed: Any) -> int:
+    """The top-level seed must be a non-negative integer."""
+    seed = _check_type("seed", seed, int)
+    _require(seed >= 0, f"seed = {seed} must be >= 0")
+    return seed
+
+
+MNIST_TRAIN_SIZE = 60_000
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml as a plain mapping, with a clear error when it is not one."""
+    path = Path(path)
+    try:
+        with path.open() as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping at the top level")
+    return raw
+
+
+def _section(raw: dict[str, Any], name: str) -> Any:
+    if name not in raw:
+        raise ParamsError(f"missing section {name}: in params.yaml")
+    return raw[name]
+
+
+def download_params(raw: dict[str, Any]) -> DownloadParams:
+    """The download: section, validated."""
+    params = build_section(DownloadParams, _section(raw, "download"), "download")
+    _require(params.timeout_s > 0, f"download.timeout_s = {params.timeout_s} must be > 0")
+    return params
+
+
+def preprocess_params(raw: dict[str, Any]) -> PreprocessParams:
+    """The preprocess: section, validated."""
+    params = build_section(PreprocessParams, _section(raw, "preprocess"), "preprocess")
+    _require(
+        1 <= params.val_size < MNIST_TRAIN_SIZE,
+        f"preprocess.val_size = {params.val_size} must be between 1 and {MNIST_TRAIN_SIZE - 1} "
+        f"(it is held out of the {MNIST_TRAIN_SIZE} training images)",
+    )
+    _require(params.train_limit >= 0, f"preprocess.train_limit = {params.train_limit} must be >= 0 (0 keeps all)")
+    return params
+
+
+def train_params(raw: dict[str, Any]) -> TrainParams:
+    """The train: section shared by every model, validated."""
+    params = build_section(TrainParams, _section(raw, "train"), "train")
+    _choice("train.device", params.device, DEVICES)
+    _require(params.threads >= 1, f"train.threads = {params.threads} must be >= 1")
+    _require(params.eval_batch_size >= 1, f"train.eval_batch_size = {params.eval_batch_size} must be >= 1")
+    return params
+
+
+def model_names(raw: dict[str, Any]) -> list[str]:
+    """The names under models:, which become stage names and file names."""
+    models = _section(raw, "models")
+    if not isinstance(models, dict) or not models:
+        raise ParamsError("models: in params.yaml must map model names to recipes")
+    for name in models:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(name)):
+            raise ParamsError(f"model name {name!r} must be lower-case letters, digits and _ (it names files and stages)")
+    return list(models)
+
+
+def model_params(raw: dict[str, Any], name: str, architectures: Iterable[str] | None = None) -> ModelParams:
+    """The models.<name>: recipe, validated (arch too when the registry names are given)."""
+    models = raw["models"] if name in model_names(raw) else {}
+    if name not in models:
+        raise ParamsError(f"no models.{name} in params.yaml; defined models: {', '.join(model_names(raw))}")
+    path = f"models.{name}"
+    return validate_model(build_section(ModelParams, models[name], path), path, architectures)
+
+
+def evaluate_params(raw: dict[str, Any]) -> EvaluateParams:
+    """The evaluate: section, validated."""
+    params = build_section(EvaluateParams, _section(raw, "evaluate"), "evaluate")
+    _require(params.batch_size >= 1, f"evaluate.batch_size = {params.batch_size} must be >= 1")
+    return params
+
+
+def plot_params(raw: dict[str, Any]) -> PlotParams:
+    """The plot: section, validated."""
+    params = build_section(PlotParams, _section(raw, "plot"), "plot")
+    _require(params.dpi >= 10, f"plot.dpi = {params.dpi} must be >= 10")
+    return params
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardParams:
+    max_accuracy_drop_pp: float  # fail the PR check when a model's test accuracy falls by more, percentage points
+
+
+def guard_params(raw: dict[str, Any]) -> GuardParams:
+    """The guard: section, validated."""
+    params = build_section(GuardParams, _section(raw, "guard"), "guard")
+    _require(params.max_accuracy_drop_pp >= 0, f"guard.max_accuracy_drop_pp = {params.max_accuracy_drop_pp} must be >= 0")
+    return params
+
+
+SECTIONS = ("seed", "download", "preprocess", "train", "models", "evaluate", "plot", "guard")
+
+
+def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None) -> None:
+    """Validate every section of params.yaml; raise ParamsError on the first problem."""
+    for key in raw:
+        if key not in SECTIONS:
+            close = difflib.get_close_matches(str(key), SECTIONS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ParamsError(f"unknown section {key}{hint} in params.yaml; valid sections: {', '.join(SECTIONS)}")
+    validate_seed(raw.get("seed", _section(raw, "seed")))
+    download_params(raw)
+    preprocess_params(raw)
+    train_params(raw)
+    for name in model_names(raw):
+        model_params(raw, name, architectures)
+    evaluate_params(raw)
+    plot_params(raw)
+    guard_params(raw)

@@ -1,0 +1,218 @@
+"""Tensor-resident training: batches by indexing a seeded permutation, whole-batch augmentation."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist_pipeline.params import ModelParams
+
+
+def select_device(name: str) -> torch.device:
+    """Resolve 'auto' to cuda > mps > cpu; refuse a device that is not available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device = 'cuda' but no CUDA device is available; set train.device: auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("train.device = 'mps' but MPS is not available; set train.device: auto")
+    return torch.device(name)
+
+
+def to_input(images: torch.Tensor, mean: float, std: float, channels_last: bool) -> torch.Tensor:
+    """(B, 28, 28) uint8 → (B, 1, 28, 28) float32 normalised model input."""
+    x = images.unsqueeze(1).float().div_(255.0).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def augment(x: torch.Tensor, recipe: ModelParams, generator: torch.Generator) -> torch.Tensor:
+    """Give each image of (B, 1, H, W) float in [0, 1] its own random rotation, shift and zoom."""
+    if not (recipe.rotate_deg or recipe.translate_px or recipe.scale):
+        return x
+    n, _, h, w = x.shape
+    u = (torch.rand(n, 4, generator=generator) * 2 - 1).to(x.device)  # uniform in [-1, 1)
+    angle = u[:, 0] * math.radians(recipe.rotate_deg)
+    zoom = 1 + u[:, 1] * recipe.scale
+    shift_x = u[:, 2] * recipe.translate_px * 2 / w  # affine_grid works in [-1, 1] coordinates
+    shift_y = u[:, 3] * recipe.translate_px * 2 / h
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Batch boundaries over n items; a trailing batch of one is dropped (BatchNorm cannot train on it)."""
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size) if min(i + batch_size, n) - i >= 2]
+
+
+def build_optimizer(model: nn.Module, recipe: ModelParams) -> torch.optim.Optimizer:
+    """The recipe's optimizer over all model parameters."""
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay, nesterov=False)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: ModelParams, steps_per_epoch: int) -> Any:
+    """A per-step learning-rate schedule for the whole run of recipe.epochs epochs."""
+    total = recipe.epochs * steps_per_epoch
+    warmup = int(recipe.warmup_frac * total)
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=max(recipe.warmup_frac, 1 / total),
+            cycle_momentum=recipe.optimizer == "sgd" and recipe.momentum > 0,
+        )
+    if recipe.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_epochs * steps_per_epoch, gamma=recipe.gamma)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if recipe.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: ModelParams,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    """One pass over (N, 28, 28) uint8 images on the model's device; returns (mean loss, accuracy)."""
+    model.train()
+    device = images.device
+    order = torch.randperm(len(images), generator=generator).to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for part in batch_slices(len(images), recipe.batch_size):
+        idx = order[part]
+        x = augment(images[idx].unsqueeze(1).float().div_(255.0), recipe, generator)
+        x = x.sub_(recipe.norm_mean).div_(recipe.norm_std)
+        if recipe.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = labels[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        # Accumulate on the device: a .item() per batch would synchronise every step.
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(idx)
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int, mean: float, std: float, channels_last: bool
+) -> torch.Tensor:
+    """Logits (N, 10) float32 on the CPU for (N, 28, 28) uint8 images, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device)
+        out.append(model(to_input(batch, mean, std, channels_last)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+class Checkpointer(Protocol):
+    """Where fit() keeps its per-epoch state so that a killed run can resume."""
+
+    def load(self) -> dict[str, Any] | None: ...
+    def save(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class FitResult:
+    """What training produced: the best-on-val weights and the per-epoch history."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0  # epochs restored from a checkpoint (0: started fresh)
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    recipe: ModelParams,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    val_data: tuple[torch.Tensor, torch.Tensor],
+    seed: int,
+    eval_batch_size: int,
+    checkpointer: Checkpointer | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train for up to recipe.epochs, keep the weights with the best val accuracy, stop early on patience."""
+    device = next(model.parameters()).device
+    train_images, train_labels = (t.to(device) for t in train_data)  # moved to the device once
+    val_images, val_labels = val_data
+    generator = torch.Generator().manual_seed(seed)  # shuffling and augmentation
+    optimizer = build_optimizer(model, recipe)
+    scheduler = build_scheduler(optimizer, recipe, len(batch_slices(len(train_images), recipe.batch_size)))
+    history: list[dict[str, float]] = []
+    best_state, best_epoch, best_acc, stale = _clone_state(model), 0, -1.0, 0
+
+    saved = checkpointer.load() if checkpointer else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        history, best_state = saved["history"], saved["best_state"]
+        best_epoch, best_acc, stale = saved["best_epoch"], saved["best_acc"], saved["stale"]
+    resumed_from = len(history)
+
+    for epoch in range(len(history) + 1, recipe.epochs + 1):
+        if recipe.patience and stale >= recipe.patience:
+            break
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_images, train_labels, recipe, generator)
+        logits = predict_logits(model, val_images, eval_batch_size, recipe.norm_mean, recipe.norm_std, recipe.channels_last)
+        val_loss = F.cross_entropy(logits, val_labels).item()
+        val_acc = (logits.argmax(1) == val_labels).float().mean().item()
+        if val_acc > best_acc:
+            best_state, best_epoch, best_acc, stale = _clone_state(model), epoch, val_acc, 0
+        else:
+            stale += 1
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+               "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - start}
+        history.append(row)
+        if checkpointer:
+            checkpointer.save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": history, "best_state": best_state,
+                "best_epoch": best_epoch, "best_acc": best_acc, "stale": stale,
+            })
+        if on_epoch:
+            on_epoch(row)
+    return FitResult(best_state=best_state, best_epoch=best_epoch, history=history, resumed_from=resumed_from)
