@@ -265,7 +265,7 @@ def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None
             close = difflib.get_close_matches(str(key), SECTIONS, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ParamsError(f"unknown section {key}{hint} in params.yaml; valid sections: {', '.join(SECTIONS)}")
-    validate_seed(raw.get("seed", _section(raw, "seed")))
+    validate_seed(_section(raw, "seed"))
     download_params(raw)
     preprocess_params(raw)
     train_params(raw)
