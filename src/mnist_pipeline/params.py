@@ -76,6 +76,16 @@ class PlotParams:
     normalize_confusion: bool  # row-normalise the confusion heat maps
 
 
+def suggest(key: str, valid: typing.Iterable[str]) -> str | None:
+    """The valid name a mistyped key most likely meant: a close spelling, or one it starts with."""
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    prefixed = [v for v in valid if key.startswith(v) or v.startswith(key)]
+    return max(prefixed, key=len) if prefixed else None
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -103,8 +113,8 @@ def build_section(cls: type[T], section: Any, path: str) -> T:
     hints = typing.get_type_hints(cls)
     for key in section:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {path}.{close[0]}?)" if close else ""
+            close = suggest(str(key), fields)
+            hint = f" (did you mean {path}.{close}?)" if close else ""
             raise ParamsError(f"unknown key {path}.{key}{hint}; valid keys: {', '.join(fields)}")
     values = {}
     for name, field in fields.items():
@@ -262,8 +272,8 @@ def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None
     """Validate every section of params.yaml; raise ParamsError on the first problem."""
     for key in raw:
         if key not in SECTIONS:
-            close = difflib.get_close_matches(str(key), SECTIONS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            close = suggest(str(key), SECTIONS)
+            hint = f" (did you mean {close}?)" if close else ""
             raise ParamsError(f"unknown section {key}{hint} in params.yaml; valid sections: {', '.join(SECTIONS)}")
     validate_seed(_section(raw, "seed"))
     download_params(raw)

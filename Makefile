@@ -1,0 +1,35 @@
+# MNIST pipeline: `make help` lists the targets.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+# Stage commands in dvc.yaml call `python`: make it the project's interpreter.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help install repro smoke test clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# Reinstalls only when requirements.txt or pyproject.toml changed since the last install.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP) ## create .venv and install the pinned requirements
+	@true
+
+repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror)
+	dvc repro
+
+smoke: $(STAMP) ## the whole DAG on 2,000 images for one epoch, in build/smoke (CPU, ~2 min)
+	python -m mnist_pipeline.smoke build/smoke
+
+test: $(STAMP) ## run the test suite (unit + end-to-end through the real DVC CLI)
+	python -m pytest
+
+clean-venv: ## remove .venv
+	rm -rf $(VENV)

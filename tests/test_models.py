@@ -1,0 +1,56 @@
+"""Registry and architectures: names, output shapes, and parameter counts equal to the seeds'."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_pipeline.models import MODELS, build_model, count_parameters
+
+# Each count is worked out from the seed's layer list (weights + biases; BatchNorm: 2 per channel).
+SEED_PARAMETER_COUNTS = {
+    # torchvision ResNet18 (11,689,512) with conv1 1x64x7x7 (-3 input channels: -6,272)
+    # and fc 512x10+10 instead of 512x1000+1000 (-507,870)
+    "resnet18": 11_689_512 - 6_272 - 507_870,
+    # 784x300+300, BN 2x300, 300x100+100, BN 2x100, 100x10+10
+    "mlp": 235_500 + 600 + 30_100 + 200 + 1_010,
+    # conv 1→24 3x3, conv 24→48 3x3, fc 1200→200, fc 200→10
+    "lenet": (24 * 9 + 24) + (48 * 24 * 9 + 48) + (1200 * 200 + 200) + (200 * 10 + 10),
+    # convs 1→16, 16→16, 16→32, 32→32, 32→64, 64→64 (3x3), fc 64x7x7→10
+    "cnn6": (16 * 9 + 16) + (16 * 16 * 9 + 16) + (32 * 16 * 9 + 32) + (32 * 32 * 9 + 32)
+    + (64 * 32 * 9 + 64) + (64 * 64 * 9 + 64) + (3136 * 10 + 10),
+    # conv 1→32 3x3, conv 32→64 3x3, fc 1600→64, fc 64→10
+    "cnn2": (32 * 9 + 32) + (64 * 32 * 9 + 64) + (1600 * 64 + 64) + (64 * 10 + 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_PARAMETER_COUNTS))
+def test_parameter_count_matches_the_seed(name: str) -> None:
+    assert count_parameters(build_model(name)) == SEED_PARAMETER_COUNTS[name]
+
+
+def test_seed_counts_as_published() -> None:
+    # The figures the seeds' own model summaries print.
+    assert SEED_PARAMETER_COUNTS == {"resnet18": 11_175_370, "mlp": 267_410, "lenet": 252_866,
+                                     "cnn6": 103_162, "cnn2": 121_930}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_maps_a_batch_to_ten_logits(name: str) -> None:
+    model = build_model(name).eval()
+    with torch.inference_mode():
+        assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_seed_layer_shapes() -> None:
+    lenet, cnn2, cnn6 = build_model("lenet"), build_model("cnn2"), build_model("cnn6")
+    assert lenet.fc1.in_features == 48 * 5 * 5 and lenet.conv1.kernel_size == (3, 3)
+    assert cnn2.fc1.in_features == 1600 and cnn2.fc1.out_features == 64
+    assert [m.out_channels for m in cnn6.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 16, 32, 32, 64, 64]
+    resnet = build_model("resnet18")
+    assert resnet.conv1.in_channels == 1 and resnet.conv1.stride == (2, 2) and resnet.fc.out_features == 10
+
+
+def test_unknown_name_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown architecture 'vgg16'; valid names: bnnet, cnn2, cnn6, lenet, mlp, resnet18"):
+        build_model("vgg16")
