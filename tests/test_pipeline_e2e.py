@@ -92,17 +92,20 @@ def test_forced_rerun_is_byte_identical(repo: Path) -> None:
     output = dvc(repo, "repro", "-f")
     assert stages_run(output) == all_stages(repo)
     assert digests(repo, patterns) == before
-    assert git(repo, "status", "--porcelain", "--", "metrics/*.json", "dvc.lock") == ""
+    # Only the timing files (metrics/timing/, the seconds column of plots/train/) may differ.
+    assert git(repo, "status", "--porcelain", "--", ":(glob)metrics/*.json", "plots/predictions", "plots/per_class") == ""
 
 
 def test_changing_one_lr_reruns_only_that_model(repo: Path) -> None:
     git(repo, "checkout", "-q", "-b", "tune-lenet")
-    set_param(repo, "lenet", "lr", 0.05)
+    old_lr = yaml.safe_load((repo / "params.yaml").read_text())["models"]["lenet"]["lr"]
+    new_lr = old_lr / 2
+    set_param(repo, "lenet", "lr", new_lr)
     assert stages_run(dvc(repo, "repro")) == {"train@lenet", "evaluate@lenet", "ensemble", "plot"}
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "lenet: lr 0.05")
+    git(repo, "commit", "-q", "-m", "lenet: half the lr")
     params_diff = json.loads(dvc(repo, "params", "diff", "main", "--json"))
-    assert params_diff == {"params.yaml": {"models.lenet.lr": {"old": 0.1, "new": 0.05}}}
+    assert params_diff == {"params.yaml": {"models.lenet.lr": {"old": old_lr, "new": new_lr, "diff": new_lr - old_lr}}}
     metrics_diff = json.loads(dvc(repo, "metrics", "diff", "main", "--json"))
     assert "accuracy" in metrics_diff["metrics/lenet.json"]
     assert not {f"metrics/{m}.json" for m in SEED_MODELS if m != "lenet"} & set(metrics_diff)
@@ -145,8 +148,7 @@ def test_sigkill_mid_training_resumes_to_identical_weights(repo: Path) -> None:
     resumed = digests(repo, ["models/resnet18.pt"])
     dvc(repo, "repro", "-f", "train@resnet18")
     assert digests(repo, ["models/resnet18.pt"]) == resumed
-    git(repo, "checkout", "-q", "--", "params.yaml")
-    git(repo, "checkout", "-q", "main")
+    git(repo, "checkout", "-q", "-f", "main")  # drop the uncommitted params, dvc.lock and CSV changes
     dvc(repo, "checkout", "--force")
 
 
