@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def training_curves(histories: dict[str, pd.DataFrame]) -> Figure:
@@ -25,6 +26,7 @@ def training_curves(histories: dict[str, pd.DataFrame]) -> Figure:
     ax_acc.set(title="Accuracy (dashed: train, solid: val)", xlabel="epoch", ylabel="accuracy, %")
     ax_acc.set_ylim(bottom=max(90.0, ax_acc.get_ylim()[0]))
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
