@@ -1,4 +1,4 @@
-"""Stage plot: PNG figures of training curves, confusion matrices and per-class accuracy for all models."""
+"""Stage plot: PNG figures and the leaderboard from every model's metrics, history and test logits."""
 
 import argparse
 import json
@@ -6,38 +6,68 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 
 from mnist_pipeline.cli import load_checked_params, run
+from mnist_pipeline.data import load_split
 from mnist_pipeline.params import model_names, plot_params
-from mnist_pipeline.plotting import confusion_heatmap, per_class_bars, training_curves
+from mnist_pipeline.plotting import (confident_mistakes, confusion_heatmap, image_grid, leaderboard,
+                                     leaderboard_markdown, per_class_bars, training_curves)
+
+GALLERY_SIZE = 24  # most confident mistakes shown per model
+GRID_MODEL = "resnet18"  # seed 000 ends with an 8x8 grid of test images, label → prediction
+
+
+def read_json(path: Path) -> dict:
+    with path.open() as f:
+        return json.load(f)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file")
-    parser.add_argument("--metrics", required=True, type=Path, help="folder of metrics/<model>.json")
+    parser.add_argument("--metrics", required=True, type=Path, help="folder of metrics/<model>.json and timing/")
     parser.add_argument("--history", required=True, type=Path, help="folder of plots/train/<model>.csv")
+    parser.add_argument("--logits", required=True, type=Path, help="folder of <model>.pt test logits")
+    parser.add_argument("--test", required=True, type=Path, help="test split (data/processed/test.pt)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNG figures")
+    parser.add_argument("--leaderboard", required=True, type=Path, help="leaderboard CSV; a .md twin is written beside it")
     args = parser.parse_args()
     raw = load_checked_params(args.params)
     params, names = plot_params(raw), model_names(raw)
-    metrics = {}
-    for name in [*names, "ensemble"]:
-        with (args.metrics / f"{name}.json").open() as f:
-            metrics[name] = json.load(f)
+    metrics = {name: read_json(args.metrics / f"{name}.json") for name in [*names, "ensemble"]}
+    timings = {name: read_json(args.metrics / "timing" / f"{name}.json") for name in names}
     histories = {name: pd.read_csv(args.history / f"{name}.csv") for name in names}
+    images, labels = load_split(args.test)
+    probs = {name: torch.load(args.logits / f"{name}.pt", weights_only=True).softmax(1).numpy() for name in names}
 
-    args.out.mkdir(parents=True, exist_ok=True)
     figures = {"training_curves": training_curves(histories),
                "per_class_accuracy": per_class_bars({n: m["per_class_accuracy"] for n, m in metrics.items()})}
     for name, m in metrics.items():
         title = f"{name}: test accuracy {100 * m['accuracy']:.2f}%"
         figures[f"confusion_{name}"] = confusion_heatmap(m["confusion_matrix"], title, params.normalize_confusion)
+    for name, p in probs.items():
+        idx = confident_mistakes(p, labels.numpy(), GALLERY_SIZE)
+        captions = [f"{labels[i]} → {p[i].argmax()} ({p[i].max():.2f})" for i in idx]
+        figures[f"mistakes_{name}"] = image_grid(images[idx].numpy(), captions, cols=8,
+                                                 title=f"{name}: most confident mistakes (true → predicted (probability))")
+    grid_model = GRID_MODEL if GRID_MODEL in probs else names[0]
+    predicted = probs[grid_model][:64].argmax(1)
+    figures["prediction_grid"] = image_grid(
+        images[:64].numpy(), [f"{labels[i]}\n→ {predicted[i]}" for i in range(64)], cols=8,
+        title=f"{grid_model}: the first 64 test images, label → prediction",
+        title_colors=["black" if predicted[i] == labels[i] else "red" for i in range(64)])
+
+    args.out.mkdir(parents=True, exist_ok=True)
     for stem, fig in figures.items():
-        # Fixed metadata keeps PNG bytes identical across reruns.
+        # No software/date metadata, so the PNG bytes only change when the picture does.
         fig.savefig(args.out / f"{stem}.png", dpi=params.dpi, metadata={"Software": None})
         plt.close(fig)
-    print(f"wrote {len(figures)} figures to {args.out}")
+    board = leaderboard(metrics, histories, timings)
+    args.leaderboard.parent.mkdir(parents=True, exist_ok=True)
+    board.to_csv(args.leaderboard, index=False)
+    args.leaderboard.with_suffix(".md").write_text(leaderboard_markdown(board))
+    print(f"wrote {len(figures)} figures to {args.out} and {args.leaderboard}")
 
 
 if __name__ == "__main__":

@@ -67,3 +67,57 @@ def per_class_bars(per_class: dict[str, dict[str, float]]) -> Figure:
     ax.legend(fontsize=8, ncol=len(names))
     fig.tight_layout()
     return fig
+
+
+def image_grid(images: np.ndarray, titles: list[str], cols: int, title: str, title_colors: list[str] | None = None) -> Figure:
+    """Tiles of (N, 28, 28) uint8 digits with a caption each."""
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.25, rows * 1.4 + 0.5), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+            ax.set_title(titles[i], fontsize=7, color=(title_colors or ["black"] * len(images))[i])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confident_mistakes(probs: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` wrong predictions made with the highest probability, most confident first."""
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    order = np.argsort(-probs[wrong, predicted[wrong]], kind="stable")
+    return wrong[order[:count]]
+
+
+def leaderboard(metrics: dict[str, dict], histories: dict[str, pd.DataFrame], timings: dict[str, dict]) -> pd.DataFrame:
+    """One row per model, best test accuracy first."""
+    rows = []
+    for name, m in metrics.items():
+        worst = min(m["per_class_accuracy"], key=lambda digit: m["per_class_accuracy"][digit])
+        rows.append({
+            "model": name,
+            "parameters": m.get("parameters"),
+            "test_accuracy": m["accuracy"],
+            "worst_class": int(worst),
+            "worst_class_accuracy": m["per_class_accuracy"][worst],
+            "epochs": m.get("epochs_run"),
+            "training_seconds": round(float(histories[name]["seconds"].sum()), 1) if name in histories else None,
+            "inference_images_per_second": timings.get(name, {}).get("images_per_second"),
+        })
+    return pd.DataFrame(rows).sort_values("test_accuracy", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def leaderboard_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as a Markdown table with percentages."""
+    lines = ["| model | parameters | test accuracy | worst class | epochs | training s | inference images/s |",
+             "|---|---:|---:|---|---:|---:|---:|"]
+    for r in board.itertuples():
+        params = "—" if pd.isna(r.parameters) else f"{int(r.parameters):,}"
+        epochs = "—" if pd.isna(r.epochs) else str(int(r.epochs))
+        seconds = "—" if pd.isna(r.training_seconds) else f"{r.training_seconds:,.0f}"
+        speed = "—" if pd.isna(r.inference_images_per_second) else f"{r.inference_images_per_second:,.0f}"
+        lines.append(f"| {r.model} | {params} | {100 * r.test_accuracy:.2f}% | {r.worst_class} "
+                     f"({100 * r.worst_class_accuracy:.2f}%) | {epochs} | {seconds} | {speed} |")
+    return "\n".join(lines) + "\n"
