@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 MODEL ?= lenet
 IMAGES ?=
 
-.PHONY: help install repro smoke test predict clean-venv
+.PHONY: help install repro smoke test predict bench bench-quick clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ test: $(STAMP) ## run the test suite (unit + end-to-end through the real DVC CLI
 predict: $(STAMP) ## classify your own digit images: make predict MODEL=lenet IMAGES="a.png b.jpg"
 	@test -n "$(IMAGES)" || { echo 'error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"' >&2; exit 2; }
 	python -m mnist_pipeline.predict --model models/$(MODEL).pt $(IMAGES)
+
+bench: $(STAMP) ## throughput of the seeds' DataLoader way vs ours, and lenet time-to-accuracy (needs data/raw)
+	python -m mnist_pipeline.bench
+
+bench-quick: $(STAMP) ## the throughput part only, on fewer images (under 10 minutes)
+	python -m mnist_pipeline.bench --quick
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)
