@@ -118,3 +118,13 @@ def test_guard_fails_on_regression_naming_the_model(two_commits) -> None:
     assert result.returncode == 1
     assert result.stderr == ("error: lenet: test accuracy fell 0.20 pp (99.00% → 98.80%), "
                              "more than guard.max_accuracy_drop_pp = 0.1\n")
+
+
+def test_unknown_base_is_one_line(two_commits) -> None:
+    repo = two_commits(0.9925)
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.report", "guard", "--base", "no-such-rev",
+                             "--repo", str(repo)], cwd=repo, capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: `dvc params diff no-such-rev HEAD --md` failed: ")
+    assert result.stderr.count("\n") == 1

@@ -40,7 +40,8 @@ def dvc(*args: str, cwd: Path | None = None) -> str:
     """Run a dvc command and return its stdout; a failure becomes a PipelineError."""
     result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise PipelineError(f"`dvc {' '.join(args)}` failed: {result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise PipelineError(f"`dvc {' '.join(args)}` failed: {last}")
     return result.stdout
 
 
