@@ -1,13 +1,12 @@
 """Stage ensemble: mean softmax of every trained model's test logits, scored like a single model."""
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from mnist_pipeline.cli import load_checked_params, run
+from mnist_pipeline.cli import load_checked_params, run, write_json
 from mnist_pipeline.data import load_split
 from mnist_pipeline.evaluation import classification_metrics, mean_softmax
 from mnist_pipeline.params import model_names
@@ -27,10 +26,7 @@ def main() -> None:
     combined = mean_softmax(logits)
     metrics = classification_metrics(combined, labels)
     metrics.update(members=names, test_images=len(labels))
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    with args.metrics.open("w") as f:
-        json.dump(metrics, f, indent=2)
-        f.write("\n")
+    write_json(args.metrics, metrics)
     pd.DataFrame({"actual": labels.numpy(), "predicted": combined.argmax(1).numpy()}).to_csv(args.predictions, index=False)
     print(f"ensemble of {', '.join(names)}: test accuracy {metrics['accuracy']:.4%}")
 

@@ -1,7 +1,6 @@
 """Stage evaluate@<model>: test-set metrics JSON, per-image predictions and per-class accuracy CSVs."""
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -9,19 +8,12 @@ import pandas as pd
 import torch
 
 from mnist_pipeline.checkpoint import load_model
-from mnist_pipeline.cli import load_checked_params, pin_threads, run
+from mnist_pipeline.cli import load_checked_params, pin_threads, run, write_json
 from mnist_pipeline.data import load_split
 from mnist_pipeline.evaluation import classification_metrics
 from mnist_pipeline.models import MODELS, count_parameters
 from mnist_pipeline.params import evaluate_params, train_params
 from mnist_pipeline.training import predict_logits, select_device
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnist_pipeline.bench import seed_loader, throughput
+from mnist_pipeline.params import load_params, model_params
 
 
 def test_seed_loader_applies_the_seed_transforms(tiny_raw: Path) -> None:
@@ -14,5 +15,6 @@ def test_seed_loader_applies_the_seed_transforms(tiny_raw: Path) -> None:
 
 
 def test_both_paths_train_and_report_a_rate(tiny_raw: Path) -> None:
-    seed_rate, our_rate = throughput(tiny_raw, "cnn2", images=64)
+    committed = model_params(load_params(Path(__file__).parents[1] / "params.yaml"), "cnn2")  # bf16 + channels_last
+    seed_rate, our_rate = throughput(tiny_raw, "cnn2", images=64, committed=committed)
     assert seed_rate > 0 and our_rate > 0

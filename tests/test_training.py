@@ -106,3 +106,13 @@ def test_predict_logits_batches_agree_with_one_pass(data) -> None:
     whole = predict_logits(model, images, 1000, 0.5, 0.5, False)
     batched = predict_logits(model, images, 3, 0.5, 0.5, True)
     assert whole.shape == (16, 10) and torch.allclose(whole, batched, atol=1e-5)
+
+
+def test_bf16_autocast_is_deterministic_and_keeps_float32_weights(data) -> None:
+    recipe = dataclasses.replace(RECIPE, bf16=True, channels_last=True)
+    a, b = run_fit(data, recipe=recipe), run_fit(data, recipe=recipe)
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert a.history[-1]["train_loss"] < a.history[0]["train_loss"]
+    assert all(v.dtype in (torch.float32, torch.int64) for v in a.best_state.values())
+    # autocast really ran: the losses differ from the float32 run's
+    assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in run_fit(data).history]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -26,6 +27,14 @@ def pin_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a metrics-style JSON file: indented, newline-terminated, parent folders created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
 
 
 def run(main: Callable[[], None]) -> None:

@@ -63,6 +63,7 @@ class ModelParams:
     norm_std: float = 1.0
     patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
     channels_last: bool = False  # NHWC memory format; measured faster on CPU for the small CNNs
+    bf16: bool = False  # bfloat16 autocast for training forward passes; weights, loss and evaluation stay float32
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,8 +111,9 @@ def train_one_epoch(
         if recipe.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = labels[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -133,7 +134,7 @@ def predict_logits(
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
+        batch = images[start:start + batch_size].to(device)  # a no-op when fit() moved them already
         out.append(model(to_input(batch, mean, std, channels_last)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
 
@@ -172,7 +173,8 @@ def fit(
     """Train for up to recipe.epochs, keep the weights with the best val accuracy, stop early on patience."""
     device = next(model.parameters()).device
     train_images, train_labels = (t.to(device) for t in train_data)  # moved to the device once
-    val_images, val_labels = val_data
+    val_images = val_data[0].to(device)  # scored after every epoch: moved once too
+    val_labels = val_data[1]
     generator = torch.Generator().manual_seed(seed)  # shuffling and augmentation
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, len(batch_slices(len(train_images), recipe.batch_size)))
