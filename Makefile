@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 MODEL ?= lenet
 IMAGES ?=
 
-.PHONY: help install repro smoke test predict bench bench-quick clean-venv
+.PHONY: help install repro smoke test predict bench bench-quick bench-formats clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench: $(STAMP) ## throughput of the seeds' DataLoader way vs ours, and lenet ti
 
 bench-quick: $(STAMP) ## the throughput part only, on fewer images (under 10 minutes)
 	python -m mnist_pipeline.bench --quick
+
+bench-formats: $(STAMP) ## our path per model: channels-last and bf16 autocast on and off (about 3 minutes)
+	python -m mnist_pipeline.bench --formats
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)

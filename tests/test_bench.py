@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_pipeline.bench import seed_loader, throughput
+from mnist_pipeline.bench import FORMATS, format_rates, seed_loader, throughput
 from mnist_pipeline.params import load_params, model_params
 
 
@@ -18,3 +18,9 @@ def test_both_paths_train_and_report_a_rate(tiny_raw: Path) -> None:
     committed = model_params(load_params(Path(__file__).parents[1] / "params.yaml"), "cnn2")  # bf16 + channels_last
     seed_rate, our_rate = throughput(tiny_raw, "cnn2", images=64, committed=committed)
     assert seed_rate > 0 and our_rate > 0
+
+
+def test_format_rates_time_all_four_variants(tiny_raw: Path) -> None:
+    recipe = model_params(load_params(Path(__file__).parents[1] / "params.yaml"), "lenet")
+    rates = format_rates(tiny_raw, recipe, images=32)
+    assert len(rates) == len(FORMATS) == 4 and all(rate > 0 for rate in rates)

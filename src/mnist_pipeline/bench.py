@@ -1,11 +1,12 @@
 """Benchmark: the seeds' way of training (torchvision dataset + PIL transforms + DataLoader) against ours.
 
-    python -m mnist_pipeline.bench [--quick] [--raw data/raw]
+    python -m mnist_pipeline.bench [--quick | --formats] [--raw data/raw]
 
 For each seed model, the same number of training images, the same model, optimiser and batch size,
 trained (a) the seeds' way and (b) through our tensor-resident path; prints images/s and the ratio.
 The full mode also times lenet to the seed's 99.16% test accuracy under the seed's recipe the
-seed's way, and under our committed recipe our way. Needs `dvc repro download` first.
+seed's way, and under our committed recipe our way. --formats times our path alone for every model
+in both memory formats, with and without bf16 autocast. Needs `dvc repro download` first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torchvision import datasets, transforms
 
 from mnist_pipeline.data import load_raw
 from mnist_pipeline.models import build_model
-from mnist_pipeline.params import ModelParams, load_params, model_params
+from mnist_pipeline.params import ModelParams, load_params, model_names, model_params
 from mnist_pipeline.training import build_optimizer, build_scheduler, batch_slices, predict_logits, train_one_epoch
 
 # The seeds' data pipelines: batch size, normalisation, RandomRotation degrees, DataLoader workers.
@@ -65,6 +66,19 @@ def seed_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader:
     return seen
 
 
+def our_rate(images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams) -> float:
+    """Images/s of one epoch of our training path over (N, 28, 28) uint8 images, fresh model."""
+    torch.manual_seed(0)
+    model = build_model(recipe.arch)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, recipe)
+    scheduler = build_scheduler(optimizer, recipe, len(batch_slices(len(images), recipe.batch_size)))
+    start = time.perf_counter()
+    train_one_epoch(model, optimizer, scheduler, images, labels, recipe, torch.Generator().manual_seed(0))
+    return len(images) / (time.perf_counter() - start)
+
+
 def throughput(raw: Path, name: str, images: int, committed: ModelParams) -> tuple[float, float]:
     """Images/s the seeds' way and our way, same model, optimiser, batch size and image count.
 
@@ -77,20 +91,20 @@ def throughput(raw: Path, name: str, images: int, committed: ModelParams) -> tup
     start = time.perf_counter()
     seen = seed_epoch(model, optimizer, seed_loader(raw, name, images))
     seed_rate = seen / (time.perf_counter() - start)
-
     train_images, train_labels = load_raw(raw, train=True)
     ours = dataclasses.replace(recipe, channels_last=committed.channels_last, bf16=committed.bf16)
-    torch.manual_seed(0)
-    model = build_model(name)
-    if ours.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, ours)
-    scheduler = build_scheduler(optimizer, ours, len(batch_slices(images, ours.batch_size)))
-    start = time.perf_counter()
-    train_one_epoch(model, optimizer, scheduler, train_images[:images], train_labels[:images], ours,
-                    torch.Generator().manual_seed(0))
-    our_rate = images / (time.perf_counter() - start)
-    return seed_rate, our_rate
+    return seed_rate, our_rate(train_images[:images], train_labels[:images], ours)
+
+
+FORMATS = ((False, False), (True, False), (False, True), (True, True))  # (channels_last, bf16)
+
+
+def format_rates(raw: Path, recipe: ModelParams, images: int) -> list[float]:
+    """Images/s of our path for one committed recipe in each (memory format, bf16 autocast) of FORMATS."""
+    train_images, train_labels = load_raw(raw, train=True)
+    return [our_rate(train_images[:images], train_labels[:images],
+                     dataclasses.replace(recipe, channels_last=channels_last, bf16=bf16))
+            for channels_last, bf16 in FORMATS]
 
 
 def accuracy_on(model: torch.nn.Module, test: tuple[torch.Tensor, torch.Tensor], mean: float, std: float,
@@ -146,15 +160,28 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the pipeline's train.threads)")
     parser.add_argument("--quick", action="store_true", help="fewer images, no time-to-accuracy (under 10 minutes)")
+    parser.add_argument("--formats", action="store_true",
+                        help="only our path, every model: NCHW/NHWC x float32/bf16 autocast (what params.yaml picks from)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    if args.formats:
+        print(f"torch {torch.__version__}, {args.threads} threads; images/s of our training path, committed recipes\n")
+        print("| model | batch | images | NCHW fp32 | NHWC fp32 | NCHW bf16 | NHWC bf16 | params.yaml |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
+        for name in model_names(params):
+            recipe = model_params(params, name)
+            images = {"resnet18": 2_560, "bnnet": 5_000}.get(recipe.arch, 10_000)
+            rates = " | ".join(f"{rate:,.0f}" for rate in format_rates(args.raw, recipe, images))
+            picked = f"{'NHWC' if recipe.channels_last else 'NCHW'} {'bf16' if recipe.bf16 else 'fp32'}"
+            print(f"| {name} | {recipe.batch_size} | {images:,} | {rates} | {picked} |", flush=True)
+        return
     sizes = {"resnet18": 2_560, "mlp": 20_000, "lenet": 10_000, "cnn6": 10_000, "cnn2": 10_000} if args.quick else \
         {"resnet18": 12_800, "mlp": 60_000, "lenet": 60_000, "cnn6": 60_000, "cnn2": 60_000}
     print(f"torch {torch.__version__}, {args.threads} threads, CPU; images/s while training, same model, "
           "optimiser and batch size both ways\n")
     print("| model | batch | images | seeds' way (DataLoader + PIL) | ours (tensors) | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
-    params = load_params(args.params)
     for name, images in sizes.items():
         seed_rate, our_rate = throughput(args.raw, name, images, model_params(params, name))
         print(f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {seed_rate:,.0f} | {our_rate:,.0f} | "
