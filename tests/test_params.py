@@ -60,6 +60,7 @@ def test_missing_key(raw: dict) -> None:
     ("epochs", 2.5, "models.lenet.epochs = 2.5 is a float; it must be a int"),
     ("epochs", True, "models.lenet.epochs = True is a bool; it must be a int"),
     ("channels_last", "yes", "models.lenet.channels_last = 'yes' is a str; it must be a bool"),
+    ("bf16", 1, "models.lenet.bf16 = 1 is a int; it must be a bool"),
 ])
 def test_wrong_type(raw: dict, key: str, value: object, expected: str) -> None:
     raw["models"]["lenet"][key] = value
@@ -73,6 +74,7 @@ def test_wrong_type(raw: dict, key: str, value: object, expected: str) -> None:
     ("batch_size", 0, "models.lenet.batch_size = 0 must be >= 2"),
     ("patience", -1, "models.lenet.patience = -1 must be >= 0"),
     ("label_smoothing", 1.0, "models.lenet.label_smoothing = 1.0 must be in [0, 1)"),
+    ("ema_decay", 1.0, "models.lenet.ema_decay = 1.0 must be in [0, 1) (0 turns it off)"),
 ])
 def test_out_of_range(raw: dict, key: str, value: object, fragment: str) -> None:
     raw["models"]["lenet"][key] = value

@@ -74,11 +74,13 @@ class KilledAfter(FileCheckpointer):
             raise KeyboardInterrupt
 
 
-def test_resume_matches_an_uninterrupted_run(data, tmp_path: Path) -> None:
-    full = run_fit(data)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_matches_an_uninterrupted_run(data, tmp_path: Path, ema_decay: float) -> None:
+    recipe = dataclasses.replace(RECIPE, ema_decay=ema_decay)
+    full = run_fit(data, recipe=recipe)
     with pytest.raises(KeyboardInterrupt):
-        run_fit(data, KilledAfter(tmp_path / "ck.pt", "run-1", epochs=1))
-    resumed = run_fit(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"))
+        run_fit(data, KilledAfter(tmp_path / "ck.pt", "run-1", epochs=1), recipe=recipe)
+    resumed = run_fit(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"), recipe=recipe)
     assert resumed.resumed_from == 1
     assert all(torch.equal(full.best_state[k], resumed.best_state[k]) for k in full.best_state)
     drop = ("seconds",)
@@ -116,3 +118,13 @@ def test_bf16_autocast_is_deterministic_and_keeps_float32_weights(data) -> None:
     assert all(v.dtype in (torch.float32, torch.int64) for v in a.best_state.values())
     # autocast really ran: the losses differ from the float32 run's
     assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in run_fit(data).history]
+
+
+def test_ema_weights_are_the_ones_scored_and_saved(data) -> None:
+    plain, averaged = run_fit(data), run_fit(data, recipe=dataclasses.replace(RECIPE, ema_decay=0.9))
+    # the average does not steer training: the same steps, the same training losses
+    assert [r["train_loss"] for r in plain.history] == [r["train_loss"] for r in averaged.history]
+    # but val scores, and fit returns, the averaged weights
+    assert [r["val_loss"] for r in plain.history] != [r["val_loss"] for r in averaged.history]
+    assert set(averaged.best_state) == set(plain.best_state)
+    assert not torch.equal(averaged.best_state["fc1.weight"], plain.best_state["fc1.weight"])

@@ -63,6 +63,7 @@ class ModelParams:
     norm_std: float = 1.0
     patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
     channels_last: bool = False  # NHWC memory format; measured faster on CPU for the small CNNs
+    ema_decay: float = 0.0  # per-step exponential moving average of the weights, which val scores and train saves; 0 = off
     bf16: bool = False  # bfloat16 autocast for training forward passes; weights, loss and evaluation stay float32
 
 
@@ -156,6 +157,7 @@ def validate_model(params: ModelParams, path: str, architectures: Iterable[str] 
     _require(0 <= params.rotate_deg <= 180, f"{path}.rotate_deg = {params.rotate_deg} must be in [0, 180]")
     _require(0 <= params.translate_px <= 14, f"{path}.translate_px = {params.translate_px} must be in [0, 14]")
     _require(0 <= params.scale < 1, f"{path}.scale = {params.scale} must be in [0, 1)")
+    _require(0 <= params.ema_decay < 1, f"{path}.ema_decay = {params.ema_decay} must be in [0, 1) (0 turns it off)")
     _require(params.norm_std > 0, f"{path}.norm_std = {params.norm_std} must be > 0")
     _require(params.patience >= 0, f"{path}.patience = {params.patience} must be >= 0 (0 turns early stopping off)")
     return params

@@ -10,6 +10,7 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnist_pipeline.params import ModelParams
 
@@ -96,6 +97,7 @@ def train_one_epoch(
     labels: torch.Tensor,
     recipe: ModelParams,
     generator: torch.Generator,
+    ema: AveragedModel | None = None,
 ) -> tuple[float, float]:
     """One pass over (N, 28, 28) uint8 images on the model's device; returns (mean loss, accuracy)."""
     model.train()
@@ -118,6 +120,8 @@ def train_one_epoch(
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         # Accumulate on the device: a .item() per batch would synchronise every step.
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(1) == y).sum()
@@ -178,6 +182,9 @@ def fit(
     generator = torch.Generator().manual_seed(seed)  # shuffling and augmentation
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, len(batch_slices(len(train_images), recipe.batch_size)))
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+           if recipe.ema_decay else None)
+    scored = ema.module if ema is not None else model  # the weights that val selects and that are saved
     history: list[dict[str, float]] = []
     best_state, best_epoch, best_acc, stale = _clone_state(model), 0, -1.0, 0
 
@@ -186,6 +193,8 @@ def fit(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         generator.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
         history, best_state = saved["history"], saved["best_state"]
@@ -197,12 +206,15 @@ def fit(
             break
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_images, train_labels, recipe, generator)
-        logits = predict_logits(model, val_images, eval_batch_size, recipe.norm_mean, recipe.norm_std, recipe.channels_last)
+        train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_images, train_labels, recipe,
+                                                generator, ema)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):  # val as trained: half the time
+            logits = predict_logits(scored, val_images, eval_batch_size, recipe.norm_mean, recipe.norm_std,
+                                    recipe.channels_last)
         val_loss = F.cross_entropy(logits, val_labels).item()
         val_acc = (logits.argmax(1) == val_labels).float().mean().item()
         if val_acc > best_acc:
-            best_state, best_epoch, best_acc, stale = _clone_state(model), epoch, val_acc, 0
+            best_state, best_epoch, best_acc, stale = _clone_state(scored), epoch, val_acc, 0
         else:
             stale += 1
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
@@ -211,7 +223,8 @@ def fit(
         if checkpointer:
             checkpointer.save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": history, "best_state": best_state,
                 "best_epoch": best_epoch, "best_acc": best_acc, "stale": stale,
             })
