@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,14 +67,19 @@ def seed_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader:
     return seen
 
 
-def our_rate(images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams) -> float:
-    """Images/s of one epoch of our training path over (N, 28, 28) uint8 images, fresh model."""
+def our_setup(recipe: ModelParams, images: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+    """A freshly seeded model in the recipe's memory format, its optimizer and its schedule over `images` per epoch."""
     torch.manual_seed(0)
     model = build_model(recipe.arch)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, recipe)
-    scheduler = build_scheduler(optimizer, recipe, len(batch_slices(len(images), recipe.batch_size)))
+    return model, optimizer, build_scheduler(optimizer, recipe, len(batch_slices(images, recipe.batch_size)))
+
+
+def our_rate(images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams) -> float:
+    """Images/s of one epoch of our training path over (N, 28, 28) uint8 images, fresh model."""
+    model, optimizer, scheduler = our_setup(recipe, len(images))
     start = time.perf_counter()
     train_one_epoch(model, optimizer, scheduler, images, labels, recipe, torch.Generator().manual_seed(0))
     return len(images) / (time.perf_counter() - start)
@@ -134,14 +140,9 @@ def time_to_accuracy_seed_way(raw: Path, epochs: int) -> tuple[float | None, flo
 
 def time_to_accuracy_our_way(raw: Path, recipe: ModelParams) -> tuple[float | None, float]:
     """Seconds of training until lenet reaches SEED_ACCURACY with our committed recipe and path."""
-    torch.manual_seed(0)
-    model = build_model(recipe.arch)
-    if recipe.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     images, labels = load_raw(raw, train=True)
     test = load_raw(raw, train=False)
-    optimizer = build_optimizer(model, recipe)
-    scheduler = build_scheduler(optimizer, recipe, len(batch_slices(len(images), recipe.batch_size)))
+    model, optimizer, scheduler = our_setup(recipe, len(images))
     generator = torch.Generator().manual_seed(0)
     elapsed, accuracy = 0.0, 0.0
     for _ in range(recipe.epochs):
