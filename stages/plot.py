@@ -1,14 +1,13 @@
 """Stage plot: PNG figures and the leaderboard from every model's metrics, history and test logits."""
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from mnist_pipeline.cli import load_checked_params, run
+from mnist_pipeline.cli import load_checked_params, read_json, run
 from mnist_pipeline.data import load_split
 from mnist_pipeline.params import model_names, plot_params
 from mnist_pipeline.plotting import (confident_mistakes, confusion_heatmap, image_grid, leaderboard,
@@ -16,11 +15,6 @@ from mnist_pipeline.plotting import (confident_mistakes, confusion_heatmap, imag
 
 GALLERY_SIZE = 24  # most confident mistakes shown per model
 GRID_MODEL = "resnet18"  # seed 000 ends with an 8x8 grid of test images, label → prediction
-
-
-def read_json(path: Path) -> dict:
-    with path.open() as f:
-        return json.load(f)
 
 
 def main() -> None:

@@ -29,6 +29,12 @@ def pin_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON file that an earlier stage wrote."""
+    with path.open() as f:
+        return json.load(f)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write a metrics-style JSON file: indented, newline-terminated, parent folders created."""
     path.parent.mkdir(parents=True, exist_ok=True)
