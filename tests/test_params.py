@@ -75,6 +75,7 @@ def test_wrong_type(raw: dict, key: str, value: object, expected: str) -> None:
     ("patience", -1, "models.lenet.patience = -1 must be >= 0"),
     ("label_smoothing", 1.0, "models.lenet.label_smoothing = 1.0 must be in [0, 1)"),
     ("ema_decay", 1.0, "models.lenet.ema_decay = 1.0 must be in [0, 1) (0 turns it off)"),
+    ("clean_epochs", 11, "models.lenet.clean_epochs = 11 must be in [0, epochs = 10]"),
 ])
 def test_out_of_range(raw: dict, key: str, value: object, fragment: str) -> None:
     raw["models"]["lenet"][key] = value

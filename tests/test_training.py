@@ -128,3 +128,15 @@ def test_ema_weights_are_the_ones_scored_and_saved(data) -> None:
     assert [r["val_loss"] for r in plain.history] != [r["val_loss"] for r in averaged.history]
     assert set(averaged.best_state) == set(plain.best_state)
     assert not torch.equal(averaged.best_state["fc1.weight"], plain.best_state["fc1.weight"])
+
+
+def test_clean_epochs_train_the_last_epochs_unaugmented(data) -> None:
+    augmented = run_fit(data)
+    last_clean = run_fit(data, recipe=dataclasses.replace(RECIPE, clean_epochs=1))
+    losses = [r["train_loss"] for r in augmented.history]
+    assert [r["train_loss"] for r in last_clean.history][:2] == losses[:2]
+    assert last_clean.history[2]["train_loss"] != losses[2]
+    # all epochs clean is the same run as no augmentation at all
+    all_clean = run_fit(data, recipe=dataclasses.replace(RECIPE, clean_epochs=3))
+    plain = run_fit(data, recipe=dataclasses.replace(RECIPE, rotate_deg=0, translate_px=0, scale=0))
+    assert [r["train_loss"] for r in all_clean.history] == [r["train_loss"] for r in plain.history]

@@ -59,6 +59,7 @@ class ModelParams:
     rotate_deg: float = 0.0  # augmentation: max |rotation|, degrees, drawn per image
     translate_px: float = 0.0  # augmentation: max |shift| per axis, pixels, drawn per image
     scale: float = 0.0  # augmentation: max relative zoom, drawn per image
+    clean_epochs: int = 0  # the last N epochs train on unaugmented images
     norm_mean: float = 0.0  # input = (pixel/255 - norm_mean) / norm_std
     norm_std: float = 1.0
     patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
@@ -157,6 +158,8 @@ def validate_model(params: ModelParams, path: str, architectures: Iterable[str] 
     _require(0 <= params.rotate_deg <= 180, f"{path}.rotate_deg = {params.rotate_deg} must be in [0, 180]")
     _require(0 <= params.translate_px <= 14, f"{path}.translate_px = {params.translate_px} must be in [0, 14]")
     _require(0 <= params.scale < 1, f"{path}.scale = {params.scale} must be in [0, 1)")
+    _require(0 <= params.clean_epochs <= params.epochs,
+             f"{path}.clean_epochs = {params.clean_epochs} must be in [0, epochs = {params.epochs}]")
     _require(0 <= params.ema_decay < 1, f"{path}.ema_decay = {params.ema_decay} must be in [0, 1) (0 turns it off)")
     _require(params.norm_std > 0, f"{path}.norm_std = {params.norm_std} must be > 0")
     _require(params.patience >= 0, f"{path}.patience = {params.patience} must be >= 0 (0 turns early stopping off)")

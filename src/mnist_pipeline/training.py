@@ -52,6 +52,11 @@ def augment(x: torch.Tensor, recipe: ModelParams, generator: torch.Generator) ->
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on the device's type when a recipe asks for it; a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def batch_slices(n: int, batch_size: int) -> list[slice]:
     """Batch boundaries over n items; a trailing batch of one is dropped (BatchNorm cannot train on it)."""
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size) if min(i + batch_size, n) - i >= 2]
@@ -98,6 +103,7 @@ def train_one_epoch(
     recipe: ModelParams,
     generator: torch.Generator,
     ema: AveragedModel | None = None,
+    augmented: bool = True,
 ) -> tuple[float, float]:
     """One pass over (N, 28, 28) uint8 images on the model's device; returns (mean loss, accuracy)."""
     model.train()
@@ -108,12 +114,14 @@ def train_one_epoch(
     seen = 0
     for part in batch_slices(len(images), recipe.batch_size):
         idx = order[part]
-        x = augment(images[idx].unsqueeze(1).float().div_(255.0), recipe, generator)
+        x = images[idx].unsqueeze(1).float().div_(255.0)
+        if augmented:
+            x = augment(x, recipe, generator)
         x = x.sub_(recipe.norm_mean).div_(recipe.norm_std)
         if recipe.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = labels[idx]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
+        with bf16_autocast(device, recipe.bf16):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -206,9 +214,10 @@ def fit(
             break
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
+        augmented = epoch <= recipe.epochs - recipe.clean_epochs
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_images, train_labels, recipe,
-                                                generator, ema)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):  # val as trained: half the time
+                                                generator, ema, augmented)
+        with bf16_autocast(device, recipe.bf16):  # val as trained: half the time
             logits = predict_logits(scored, val_images, eval_batch_size, recipe.norm_mean, recipe.norm_std,
                                     recipe.channels_last)
         val_loss = F.cross_entropy(logits, val_labels).item()
