@@ -145,9 +145,11 @@ def time_to_accuracy_our_way(raw: Path, recipe: ModelParams) -> tuple[float | No
     model, optimizer, scheduler = our_setup(recipe, len(images))
     generator = torch.Generator().manual_seed(0)
     elapsed, accuracy = 0.0, 0.0
-    for _ in range(recipe.epochs):
+    for epoch in range(1, recipe.epochs + 1):
         start = time.perf_counter()
-        train_one_epoch(model, optimizer, scheduler, images, labels, recipe, generator)
+        # the same rule as fit(): a recipe's last clean_epochs epochs see unaugmented images
+        train_one_epoch(model, optimizer, scheduler, images, labels, recipe, generator,
+                        augmented=epoch <= recipe.epochs - recipe.clean_epochs)
         elapsed += time.perf_counter() - start
         accuracy = accuracy_on(model, test, recipe.norm_mean, recipe.norm_std, recipe.channels_last)
         if accuracy >= SEED_ACCURACY:
