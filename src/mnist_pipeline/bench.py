@@ -25,7 +25,9 @@ from torchvision import datasets, transforms
 from mnist_pipeline.data import load_raw
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import ModelParams, load_params, model_names, model_params
-from mnist_pipeline.training import build_optimizer, build_scheduler, batch_slices, predict_logits, train_one_epoch
+from mnist_pipeline.training import (
+    augmented_epoch, batch_slices, build_optimizer, build_scheduler, predict_logits, train_one_epoch,
+)
 
 # The seeds' data pipelines: batch size, normalisation, RandomRotation degrees, DataLoader workers.
 SEED_LOADERS = {
@@ -147,9 +149,8 @@ def time_to_accuracy_our_way(raw: Path, recipe: ModelParams) -> tuple[float | No
     elapsed, accuracy = 0.0, 0.0
     for epoch in range(1, recipe.epochs + 1):
         start = time.perf_counter()
-        # the same rule as fit(): a recipe's last clean_epochs epochs see unaugmented images
         train_one_epoch(model, optimizer, scheduler, images, labels, recipe, generator,
-                        augmented=epoch <= recipe.epochs - recipe.clean_epochs)
+                        augmented=augmented_epoch(epoch, recipe))
         elapsed += time.perf_counter() - start
         accuracy = accuracy_on(model, test, recipe.norm_mean, recipe.norm_std, recipe.channels_last)
         if accuracy >= SEED_ACCURACY:

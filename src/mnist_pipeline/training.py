@@ -52,6 +52,11 @@ def augment(x: torch.Tensor, recipe: ModelParams, generator: torch.Generator) ->
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def augmented_epoch(epoch: int, recipe: ModelParams) -> bool:
+    """Whether 1-based epoch trains on augmented images: all but the recipe's last clean_epochs do."""
+    return epoch <= recipe.epochs - recipe.clean_epochs
+
+
 def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
     """bfloat16 autocast on the device's type when a recipe asks for it; a no-op context otherwise."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -214,7 +219,7 @@ def fit(
             break
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        augmented = epoch <= recipe.epochs - recipe.clean_epochs
+        augmented = augmented_epoch(epoch, recipe)
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_images, train_labels, recipe,
                                                 generator, ema, augmented)
         with bf16_autocast(device, recipe.bf16):  # val as trained: half the time
