@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from mnist_pipeline.checkpoint import load_model
-from mnist_pipeline.cli import load_checked_params, pin_threads, run, write_json
+from mnist_pipeline.cli import keep_freed_memory, load_checked_params, pin_threads, run, write_json
 from mnist_pipeline.data import load_split
 from mnist_pipeline.evaluation import classification_metrics
 from mnist_pipeline.models import MODELS, count_parameters
@@ -31,6 +31,7 @@ def main() -> None:
     raw = load_checked_params(args.params, MODELS)
     params, settings = evaluate_params(raw), train_params(raw)
     pin_threads(settings.threads)
+    keep_freed_memory()
     device = select_device(settings.device)
     model, info = load_model(args.model_file, device)
     images, labels = load_split(args.test)

@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from mnist_pipeline.checkpoint import FileCheckpointer, file_digest, fingerprint, package_digest, save_model
-from mnist_pipeline.cli import load_checked_params, pin_threads, run
+from mnist_pipeline.cli import keep_freed_memory, load_checked_params, pin_threads, run
 from mnist_pipeline.data import load_split
 from mnist_pipeline.models import MODELS, build_model, count_parameters
 from mnist_pipeline.params import model_params, train_params, validate_seed
@@ -27,6 +27,7 @@ def main() -> None:
     raw = load_checked_params(args.params, MODELS)
     seed, settings, recipe = validate_seed(raw["seed"]), train_params(raw), model_params(raw, args.model)
     pin_threads(settings.threads)
+    keep_freed_memory()
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = select_device(settings.device)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import sys
 from pathlib import Path
@@ -27,6 +28,28 @@ def pin_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+# glibc mallopt() option numbers (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc malloc reuse freed tensor memory instead of returning it to the OS; False if not glibc.
+
+    By default each training step's large activations and gradients (MiBs each) are handed back
+    to the OS when freed and page-faulted in again on the next step. Measured at batch 128 on
+    2 threads: bnnet 24.5 -> 21.4 ms per step, resnet18 -2% to -9%. All three settings are
+    needed: setting any one of them freezes glibc's adaptive mmap threshold, and trim alone made
+    steps slower. Memory is not numbers: results are bit-identical.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # macOS, Windows, musl
+        return False
+    settings = ((_M_MMAP_THRESHOLD, 256 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 64 << 20))  # bytes
+    return all(mallopt(option, value) == 1 for option, value in settings)
 
 
 def read_json(path: Path) -> dict[str, Any]:
