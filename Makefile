@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 MODEL ?= lenet
 IMAGES ?=
 
-.PHONY: help install repro smoke test predict bench bench-quick bench-formats clean-venv
+.PHONY: help install repro smoke test check-lock push pull predict bench bench-quick bench-formats clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,8 +43,18 @@ repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirro
 smoke: $(STAMP) ## the whole DAG on 2,000 images for one epoch, in build/smoke (CPU, ~2 min)
 	python -m mnist_pipeline.smoke build/smoke
 
-test: $(STAMP) ## run the test suite (unit + end-to-end through the real DVC CLI)
+test: $(STAMP) ## check dvc.lock, then run the test suite (unit + end-to-end through the real DVC CLI)
+	python -m mnist_pipeline.lockcheck
 	python -m pytest
+
+check-lock: $(STAMP) ## fail when dvc.lock does not describe the committed params, code and stage commands
+	python -m mnist_pipeline.lockcheck
+
+push: $(STAMP) ## send data, tensors, models and logits to the team's DVC remote, then check none is missing
+	python -m mnist_pipeline.remote push
+
+pull: $(STAMP) ## get data, models and logits from the team's DVC remote instead of retraining
+	python -m mnist_pipeline.remote pull
 
 predict: $(STAMP) ## classify your own digit images: make predict MODEL=lenet IMAGES="a.png b.jpg"
 	@test -n "$(IMAGES)" || { echo 'error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"' >&2; exit 2; }

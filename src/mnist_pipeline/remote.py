@@ -1,0 +1,118 @@
+"""Results that travel without retraining: the team's DVC remote, with a clear error when there is none.
+
+    python -m mnist_pipeline.remote push           # dvc push, then check that nothing dvc.lock names is missing
+    python -m mnist_pipeline.remote pull           # dvc pull: data, processed tensors, models and logits
+    python -m mnist_pipeline.remote check [--md]   # exit 1 listing the outputs in dvc.lock the remote lacks
+
+The remote is the default one in .dvc/config (committed, so every clone and CI use it) or
+.dvc/config.local; README "Sharing results" shows how to add one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from mnist_pipeline.cli import run
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.report import dvc
+
+NO_REMOTE = ("no DVC remote is configured: add the team's with `dvc remote add -d storage URL` (a shared folder, "
+             "s3://bucket/path, gs://bucket/path or ssh://host/path; README: Sharing results) and commit .dvc/config")
+UNPUSHED = ("new", "missing")  # `dvc status --cloud`: in the local cache only, or in neither cache nor remote
+
+
+def default_remote(repo: Path) -> str | None:
+    """Name of the project's default DVC remote, or None when none is configured."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return dvc_repo.config["core"].get("remote") or None
+
+
+def locked_outputs(repo: Path) -> list[str]:
+    """Every output path dvc.lock records."""
+    with (repo / "dvc.lock").open() as f:
+        lock = yaml.safe_load(f) or {}
+    return [out["path"] for entry in lock.get("stages", {}).values() for out in entry.get("outs", [])]
+
+
+def unpushed_outputs(cloud_status: dict[str, str], outputs: list[str]) -> list[str]:
+    """The dvc.lock outputs that `dvc status --cloud --json` reports absent from the remote, sorted.
+
+    DVC lists the files inside a folder output one by one; each is reported as its output.
+    """
+    missing = set()
+    for path, state in cloud_status.items():
+        if state not in UNPUSHED:
+            continue
+        owners = [out for out in outputs if path == out or path.startswith(out.rstrip("/") + "/")]
+        missing.add(max(owners, key=len) if owners else path)
+    return sorted(missing)
+
+
+def check(repo: Path) -> tuple[str | None, list[str]]:
+    """The default remote (None: not configured) and the outputs in dvc.lock it lacks."""
+    remote = default_remote(repo)
+    if remote is None:
+        return None, []
+    status = json.loads(dvc("status", "--cloud", "--json", cwd=repo) or "{}")
+    return remote, unpushed_outputs(status, locked_outputs(repo))
+
+
+def check_markdown(remote: str | None, missing: list[str]) -> str:
+    """The remote check as a section of the pull request's job summary."""
+    if remote is None:
+        return ("### ⏭️ DVC remote: not checked\n\nThe repository defines no DVC remote (committed `.dvc/config`, or "
+                "the `DVC_REMOTE_URL` repository variable), so nobody can pull this branch's models without "
+                "retraining. README: Sharing results.\n")
+    if not missing:
+        return f"### ✅ DVC remote `{remote}` holds every output in dvc.lock\n"
+    items = "\n".join(f"- `{path}`" for path in missing)
+    return (f"### ❌ DVC remote `{remote}` lacks {len(missing)} outputs of dvc.lock\n\nForgot to `dvc push` "
+            f"(`make push`) after the run that wrote dvc.lock?\n\n{items}\n")
+
+
+def _run_dvc(repo: Path, *args: str) -> None:
+    """Run dvc with its own progress output; a failure is a PipelineError."""
+    if subprocess.run(["dvc", *args], cwd=repo).returncode != 0:
+        raise PipelineError(f"`dvc {' '.join(args)}` failed (its message is above)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["push", "pull", "check"])
+    parser.add_argument("--repo", type=Path, default=Path.cwd(), help="project folder")
+    parser.add_argument("--md", action="store_true", help="check: Markdown for a job summary")
+    args = parser.parse_args()
+    repo = args.repo.resolve()
+    if args.command == "check":
+        remote, missing = check(repo)
+        if args.md:
+            print(check_markdown(remote, missing))
+        elif remote is None:
+            print("no DVC remote is configured: skipped the check that dvc.lock's outputs were pushed")
+        elif missing:
+            print(f"error: DVC remote {remote!r} lacks {len(missing)} outputs of dvc.lock: {', '.join(missing)}; "
+                  "run `make push` (dvc push) from the workspace that ran the pipeline", file=sys.stderr)
+        else:
+            print(f"DVC remote {remote!r} holds every output in dvc.lock")
+        sys.exit(1 if missing else 0)
+    if default_remote(repo) is None:
+        raise PipelineError(NO_REMOTE)
+    _run_dvc(repo, args.command)
+    if args.command == "push":
+        remote, missing = check(repo)
+        if missing:
+            raise PipelineError(f"after the push, DVC remote {remote!r} still lacks {', '.join(missing)}: they are "
+                                "in no local cache either; rerun the stages that write them (`dvc repro`)")
+        print(f"DVC remote {remote!r} holds every output in dvc.lock")
+
+
+if __name__ == "__main__":
+    run(main)
