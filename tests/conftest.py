@@ -7,12 +7,16 @@ import gzip
 import http.server
 import os
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import torch
+
+from mnist_pipeline.smoke import git, run_smoke
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"
@@ -74,3 +78,28 @@ def tiny_raw(tmp_path: Path) -> Path:
 
 def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> str:
+    result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory, mnist_mirror) -> Path:
+    """A git repo whose main branch holds a completed smoke run of the project (shared: leave main as found)."""
+    env = {"MNIST_MIRROR": mnist_mirror, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    path = tmp_path_factory.mktemp("e2e") / "project"
+    run_smoke(ROOT, path)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "smoke run")
+    yield path
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -17,19 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline.smoke import git, run_smoke
+from conftest import dvc
+from mnist_pipeline.smoke import git
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_MODELS = ["resnet18", "mlp", "lenet", "cnn6", "cnn2"]
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> str:
-    result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout + result.stderr
 
 
 def stages_run(output: str) -> set[str]:
@@ -46,24 +40,6 @@ def set_param(repo: Path, model: str, key: str, value: object) -> None:
     params = yaml.safe_load(path.read_text())
     params["models"][model][key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, mnist_mirror) -> Path:
-    """A git repo whose main branch holds a completed smoke run of the project."""
-    env = {"MNIST_MIRROR": mnist_mirror, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    path = tmp_path_factory.mktemp("e2e") / "project"
-    run_smoke(ROOT, path)
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "smoke run")
-    yield path
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def all_stages(repo: Path) -> set[str]:

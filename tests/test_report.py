@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline.report import AccuracyChange, accuracy_changes, guard_failures
+from mnist_pipeline.report import (AccuracyChange, accuracy_changes, environment_section, guard_failures,
+                                   recorded_environments)
 from mnist_pipeline.smoke import git
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,10 +115,10 @@ def test_guard_passes_on_improvement(two_commits) -> None:
 
 
 def test_guard_fails_on_regression_naming_the_model(two_commits) -> None:
-    result = report(two_commits(0.9880), "guard")
+    result = report(two_commits(0.9870), "guard")
     assert result.returncode == 1
-    assert result.stderr == ("error: lenet: test accuracy fell 0.20 pp (99.00% → 98.80%), "
-                             "more than guard.max_accuracy_drop_pp = 0.1\n")
+    assert result.stderr == ("error: lenet: test accuracy fell 0.30 pp (99.00% → 98.70%), "
+                             "more than guard.max_accuracy_drop_pp = 0.2\n")
 
 
 def test_unknown_base_is_one_line(two_commits) -> None:
@@ -128,3 +129,45 @@ def test_unknown_base_is_one_line(two_commits) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: `dvc params diff no-such-rev HEAD --md` failed: ")
     assert result.stderr.count("\n") == 1
+
+
+AMX = {"torch": "2.14.1", "device": "cpu", "threads": 2, "cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
+       "aten_cpu_capability": "AVX512", "onednn_max_cpu_isa": "default", "mkl_cbwr": "default",
+       "bf16_instructions": "amx", "portable": False}
+EPYC = AMX | {"cpu_model": "AMD EPYC", "aten_cpu_capability": "AVX2", "bf16_instructions": "none"}
+
+
+def test_environment_section_reads_differences_against_noise() -> None:
+    same = environment_section({"a": AMX}, {"a": AMX, "b": AMX}, 0.2)
+    assert "same environment (Intel(R) Xeon(R) Platinum 8480+, ATen AVX512, bf16 via amx, 2 threads" in same
+    differs = environment_section({"a": AMX}, {"a": EPYC}, 0.2)
+    assert differs.startswith("### ⚠️ Environment differs")
+    assert "- base: Intel(R) Xeon(R) Platinum 8480+, ATen AVX512, bf16 via amx" in differs
+    assert "- head: AMD EPYC, ATen AVX2, bf16 via none" in differs
+    assert "falls by more than 0.2 pp" in differs
+    assert "Neither side records" in environment_section({}, {}, 0.2)
+    assert "Only the head records its machine: AMD EPYC" in environment_section({}, {"a": EPYC}, 0.2)
+
+
+def test_summary_compares_the_committed_environment_records(two_commits) -> None:
+    repo = two_commits(0.9925)
+    for rev_env, message in ((AMX, "base"), (EPYC, "head")):
+        path = repo / "metrics" / "env" / "train" / "lenet.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rev_env))
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", message)
+    assert recorded_environments("HEAD~1", repo) == {"metrics/env/train/lenet.json": AMX}
+    result = report(repo, "summary")
+    assert result.returncode == 0, result.stderr
+    assert "### ⚠️ Environment differs" in result.stdout and "- head: AMD EPYC, ATen AVX2" in result.stdout
+
+
+def test_workflow_checks_the_lock_and_the_remote_first_and_writes_them_atop_the_summary() -> None:
+    steps = yaml.safe_load((ROOT / ".github" / "workflows" / "pipeline.yml").read_text())["jobs"]["check"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    at = {name: next(i for i, run in enumerate(runs) if name in run)
+          for name in ("mnist_pipeline.lockcheck --md", "mnist_pipeline.remote check --md", ".ci/run", "make smoke")}
+    assert at["mnist_pipeline.lockcheck --md"] < at["mnist_pipeline.remote check --md"] < at[".ci/run"] < at["make smoke"]
+    summary_writers = [i for i, run in enumerate(runs) if "GITHUB_STEP_SUMMARY" in run]
+    assert summary_writers[0] == at["mnist_pipeline.lockcheck --md"]

@@ -69,7 +69,7 @@ def check_markdown(remote: str | None, missing: list[str]) -> str:
     """The remote check as a section of the pull request's job summary."""
     if remote is None:
         return ("### ⏭️ DVC remote: not checked\n\nThe repository defines no DVC remote (committed `.dvc/config`, or "
-                "the `DVC_REMOTE_URL` repository variable), so nobody can pull this branch's models without "
+                "the `DVC_REMOTE_URL` repository secret), so nobody can pull this branch's models without "
                 "retraining. README: Sharing results.\n")
     if not missing:
         return f"### ✅ DVC remote `{remote}` holds every output in dvc.lock\n"

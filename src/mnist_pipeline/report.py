@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_pipeline.environment import COMPARED, ENV_DIR, describe
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import guard_params, load_params
 
@@ -87,11 +88,58 @@ def _table_or(md: str, empty: str) -> str:
     return "\n".join(lines) if len(lines) > 2 else empty
 
 
+def guard_sentence(max_drop_pp: float) -> str:
+    """How the guard threshold relates to noise, for the reviewer."""
+    return (f"The accuracy guard fails a model whose test accuracy falls by more than {max_drop_pp} pp, a threshold "
+            "set above the differences that seeds and CPU types alone produced (README: Reproducibility).")
+
+
+def recorded_environments(rev: str, repo: Path) -> dict[str, dict]:
+    """The environment records (metrics/env/**.json) committed at a git revision, by path."""
+    listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "--", ENV_DIR], cwd=repo,
+                             capture_output=True, text=True)
+    if listing.returncode != 0:
+        raise PipelineError(f"`git ls-tree {rev}` failed: {listing.stderr.strip()}")
+    envs = {}
+    for path in listing.stdout.split():
+        if path.endswith(".json"):
+            shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True)
+            envs[path] = json.loads(shown.stdout)
+    return envs
+
+
+def _machines(envs: dict[str, dict]) -> list[str]:
+    """The distinct environments among records, each described once."""
+    seen: dict[tuple, str] = {}
+    for env in envs.values():
+        seen.setdefault(tuple(str(env.get(k)) for k in COMPARED), describe(env))
+    return sorted(seen.values())
+
+
+def environment_section(base_envs: dict[str, dict], head_envs: dict[str, dict], max_drop_pp: float) -> str:
+    """Markdown: whether base and head results came from the same environment, read against measured noise."""
+    noise = guard_sentence(max_drop_pp)
+    base, head = _machines(base_envs), _machines(head_envs)
+    if not base and not head:
+        return f"### Environment\n\nNeither side records the machine behind its results. {noise}\n"
+    if not base or not head:
+        known = "head" if head else "base"
+        return (f"### Environment\n\nOnly the {known} records its machine: {'; '.join(head or base)}. "
+                f"The other side's results may come from another CPU. {noise}\n")
+    if base == head:
+        return (f"### Environment\n\nBase and head results come from the same environment ({'; '.join(head)}): "
+                f"differences are the change's own.\n")
+    return ("### ⚠️ Environment differs\n\nBase and head results were produced on different machines or kernels, so "
+            "every model may differ slightly even where nothing changed.\n\n"
+            f"- base: {'; '.join(base)}\n- head: {'; '.join(head)}\n\n{noise}\n")
+
+
 def summary_markdown(base: str, params_md: str, metrics_md: str, changes: list[AccuracyChange],
-                     max_drop_pp: float, smoke_md: str | None) -> str:
+                     max_drop_pp: float, smoke_md: str | None, environment_md: str = "") -> str:
     """The job summary a reviewer reads."""
-    parts = [f"## Model check against `{base}`", "",
+    parts = [f"## Model check against `{base}`", "", environment_md,
              "### Test accuracy of the committed full run", "", accuracy_table(changes, max_drop_pp), "",
+             guard_sentence(max_drop_pp), "",
              "### Params changed", "", _table_or(params_md, "No params changed."), "",
              "### Metrics changed (`dvc metrics diff`)", "",
              _table_or(metrics_md, "No metrics changed."), ""]
@@ -121,7 +169,9 @@ def main() -> None:
         params_md, metrics_md, changes, max_drop = compare(args.base, args.repo)
         if args.command == "summary":
             smoke_md = dvc("metrics", "show", "--md", cwd=args.smoke) if args.smoke else None
-            print(summary_markdown(args.base, params_md, metrics_md, changes, max_drop, smoke_md))
+            environment_md = environment_section(recorded_environments(args.base, args.repo),
+                                                 recorded_environments("HEAD", args.repo), max_drop)
+            print(summary_markdown(args.base, params_md, metrics_md, changes, max_drop, smoke_md, environment_md))
             return
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,169 @@
+"""The team workflow on a real smoke run: check-lock in clean clones, and results shared through a DVC remote."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import dvc
+from mnist_pipeline.data import load_split
+from mnist_pipeline.smoke import git
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+
+
+def tool(repo: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    """Run one of the project's tools in repo, with repo's own source first on the import path."""
+    env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", f"mnist_pipeline.{module}", *args], cwd=repo,
+                          capture_output=True, text=True, env=env)
+
+
+def clone(source: Path, dest: Path) -> Path:
+    """A fresh git clone: no data, models or DVC cache, as CI checks out a pull request."""
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    return dest
+
+
+def set_lr(repo: Path, model: str, lr: float) -> float:
+    """Change one model's lr in params.yaml the way a person edits it (one line); return the old value."""
+    path = repo / "params.yaml"
+    old = yaml.safe_load(path.read_text())["models"][model]["lr"]
+    lines = path.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {model}:"))
+    at = next(i for i in range(start, len(lines)) if lines[i].startswith("    lr:"))
+    lines[at] = f"    lr: {lr}\n"
+    path.write_text("".join(lines))
+    return old
+
+
+def stale_stages(output: str) -> set[str]:
+    return {line.removeprefix("stale: ").split(":")[0] for line in output.splitlines() if line.startswith("stale: ")}
+
+
+def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(repo: Path, tmp_path: Path) -> None:
+    work = clone(repo, tmp_path / "clone")
+    passed = tool(work, "lockcheck")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert passed.stdout.startswith("dvc.lock matches params and code")
+
+    old = set_lr(work, "lenet", 0.0123)
+    failed = tool(work, "lockcheck")
+    assert failed.returncode == 1
+    assert f"stale: train@lenet: params models.lenet.lr {old} → 0.0123" in failed.stdout.splitlines()
+    # ensemble and plot read the whole models: section, so they are stale too; no other model is
+    assert stale_stages(failed.stdout) == {"train@lenet", "ensemble", "plot"}
+    assert failed.stdout.splitlines()[-1].startswith("dvc.lock is stale: run `dvc repro`")
+
+
+def test_a_module_edit_names_every_stage_that_imports_it(repo: Path, tmp_path: Path) -> None:
+    work = clone(repo, tmp_path / "clone")
+    with (work / "src" / "mnist_pipeline" / "training.py").open("a") as f:
+        f.write("\n# edited\n")
+    with (work / "README.md").open("a") as f:
+        f.write("\nA README edit is not staleness.\n")
+    result = tool(work, "lockcheck")
+    assert result.returncode == 1
+    models = list(yaml.safe_load((work / "params.yaml").read_text())["models"])
+    # train and evaluate import training.py (test_stage_dependencies_match_imports keeps dvc.yaml honest)
+    assert stale_stages(result.stdout) == {f"{stage}@{m}" for stage in ("train", "evaluate") for m in models}
+    assert "src/mnist_pipeline/training.py changed" in result.stdout
+
+
+def test_readme_edit_passes_and_a_rerun_and_commit_passes(repo: Path, tmp_path: Path) -> None:
+    work = clone(repo, tmp_path / "clone")
+    dvc(work, "cache", "dir", "--local", str(repo / ".dvc" / "cache"))  # reuse the smoke run's data
+    dvc(work, "checkout")
+    with (work / "README.md").open("a") as f:
+        f.write("\nA README edit is not staleness.\n")
+    assert tool(work, "lockcheck").returncode == 0
+
+    set_lr(work, "lenet", 0.0123)
+    assert tool(work, "lockcheck").returncode == 1
+    dvc(work, "repro")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "lenet: lr 0.0123, rerun")
+    after = clone(work, tmp_path / "after")
+    result = tool(after, "lockcheck")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_lock_from_two_runs_is_caught(repo: Path, tmp_path: Path) -> None:
+    """One stage's record of its input differs from what the stage that wrote it recorded."""
+    work = clone(repo, tmp_path / "clone")
+    lock_path = work / "dvc.lock"
+    lock = yaml.safe_load(lock_path.read_text())
+    for dep in lock["stages"]["evaluate@cnn2"]["deps"]:
+        if dep["path"] == "models/cnn2.pt":
+            dep["md5"] = "0" * 32
+    lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+    result = tool(work, "lockcheck")
+    assert result.returncode == 1
+    assert "stale: evaluate@cnn2: models/cnn2.pt is not the one train@cnn2 last wrote" in result.stdout
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for dep in lock["stages"]["ensemble"]["deps"]:
+        if dep["path"] == "data/logits":  # as if evaluate@lenet reran and ensemble did not
+            dep["md5"] = "1" * 32 + ".dir"
+    lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+    result = tool(work, "lockcheck")
+    assert stale_stages(result.stdout) == {"ensemble"}
+    assert "data/logits is not what evaluate@" in result.stdout
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_results_travel_through_a_remote_without_retraining(repo: Path, tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    # The teammate who ran the pipeline: a clone that shares the run's cache and adds the team's remote.
+    runner = clone(repo, tmp_path / "runner")
+    dvc(runner, "cache", "dir", "--local", str(repo / ".dvc" / "cache"))
+    dvc(runner, "remote", "add", "-d", "team", str(storage))
+    git(runner, "commit", "-q", "-am", "the team's DVC remote")
+
+    unpushed = tool(runner, "remote", "check")
+    assert unpushed.returncode == 1
+    assert "lacks" in unpushed.stderr and "models/lenet.pt" in unpushed.stderr and "data/raw" in unpushed.stderr
+    summary = tool(runner, "remote", "check", "--md")
+    assert summary.returncode == 1 and "- `models/bnnet.pt`" in summary.stdout
+    pushed = tool(runner, "remote", "push")
+    assert pushed.returncode == 0, pushed.stderr
+    assert tool(runner, "remote", "check").returncode == 0
+
+    # Another teammate: a fresh clone pulls everything and runs nothing.
+    mate = clone(runner, tmp_path / "mate")
+    assert tool(mate, "remote", "check").returncode == 0  # what CI runs: no local cache at all
+    pulled = tool(mate, "remote", "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    assert "up to date" in dvc(mate, "status")
+    assert "Running stage" not in dvc(mate, "repro")
+    assert md5(mate / "models" / "lenet.pt") == md5(repo / "models" / "lenet.pt")
+
+    images, _ = load_split(mate / "data" / "processed" / "test.pt")
+    digit = tmp_path / "digit.png"
+    Image.fromarray(images[0].numpy()).save(digit)
+    env = os.environ | {"PYTHONPATH": str(mate / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    predicted = subprocess.run(["make", "-s", "-o", ".venv/.installed", "predict", "MODEL=bnnet", f"IMAGES={digit}"],
+                               cwd=mate, capture_output=True, text=True, env=env)
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.startswith(f"{digit}\t")
+
+    # A model registry's view: register a version (GTO's git tag), then `dvc artifacts get` fetches it from the remote.
+    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "registry"), ("EMAIL", "registry@localhost"))}
+    subprocess.run([str(BIN / "gto"), "register", "bnnet"], cwd=mate, check=True, capture_output=True,
+                   env=os.environ | identity)
+    fetched = tmp_path / "fetched.pt"
+    dvc(tmp_path, "artifacts", "get", str(mate), "bnnet", "-o", str(fetched))
+    assert md5(fetched) == md5(repo / "models" / "bnnet.pt")
