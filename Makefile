@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 MODEL ?= lenet
 IMAGES ?=
 
-.PHONY: help install repro smoke test check-lock push pull predict bench bench-quick bench-formats clean-venv
+.PHONY: help install repro smoke test check-lock push pull predict bench bench-quick bench-formats isacheck clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench-quick: $(STAMP) ## the throughput part only, on fewer images (under 10 min
 
 bench-formats: $(STAMP) ## our path per model: channels-last and bf16 autocast on and off (about 3 minutes)
 	python -m mnist_pipeline.bench --formats
+
+isacheck: $(STAMP) ## weights after 6 SGD steps per model under capped instruction sets: same digest = same kernels (~10 min)
+	python -m mnist_pipeline.isacheck
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)

@@ -1,0 +1,23 @@
+"""make isacheck: each cap reaches a fresh process, runs repeat bit for bit, and a lower ISA changes the weights."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_caps_apply_runs_repeat_and_a_lower_isa_changes_the_weights() -> None:
+    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.isacheck", "--models", "mlp", "--steps", "2",
+                             "--repeats", "2", "--settings", "native,pre-2013", "--params", str(ROOT / "params.yaml")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| mlp |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+    native, pre_2013 = [cell.split("`")[1] for cell in cells]
+    assert "not repeatable" not in row
+    assert pre_2013 != native
+    assert "- ATen default + oneDNN AVX (pre-2013 CPU): " in result.stdout
+    assert "ATen DEFAULT, oneDNN capped at AVX," in result.stdout  # the cap reached the child process
