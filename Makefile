@@ -40,7 +40,7 @@ install: $(STAMP) ## create .venv and install the pinned requirements
 repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror)
 	dvc repro
 
-smoke: $(STAMP) ## the whole DAG on 2,000 images for one epoch, in build/smoke (CPU, ~2 min)
+smoke: $(STAMP) ## the whole DAG on 2,000 training images for one epoch, in build/smoke (CPU, 2-5 min)
 	python -m mnist_pipeline.smoke build/smoke
 
 test: $(STAMP) ## check dvc.lock, then run the test suite (unit + end-to-end through the real DVC CLI)

@@ -73,9 +73,9 @@ LOCK = {"stages": {
 
 def test_consistency_compares_a_stage_input_with_what_its_producer_recorded() -> None:
     outputs = recorded_outputs(LOCK)
-    assert consistency_reasons("evaluate@a", LOCK["stages"]["evaluate@a"], outputs, {}) == []
+    assert consistency_reasons(LOCK["stages"]["evaluate@a"], outputs, {}) == []
     moved = {"deps": [{"path": "models/a.pt", "md5": "stale"}]}
-    assert consistency_reasons("evaluate@a", moved, outputs, {}) == [
+    assert consistency_reasons(moved, outputs, {}) == [
         "models/a.pt is not the one train@a last wrote (rerun this stage after it)"]
 
 
@@ -97,8 +97,8 @@ def test_a_folder_gathering_outputs_is_rebuilt_as_dvc_hashes_it(tmp_path: Path) 
                        "evaluate@b": {"outs": [{"path": "logits/b.pt", "md5": md5["b.pt"]}]}}}
     outputs = recorded_outputs(lock)
     gathered = {"logits/.gitignore": md5[".gitignore"]}
-    assert consistency_reasons("ensemble", {"deps": [{"path": "logits", "md5": real}]}, outputs, gathered) == []
-    assert consistency_reasons("ensemble", {"deps": [{"path": "logits", "md5": "x.dir"}]}, outputs, gathered) == [
+    assert consistency_reasons({"deps": [{"path": "logits", "md5": real}]}, outputs, gathered) == []
+    assert consistency_reasons({"deps": [{"path": "logits", "md5": "x.dir"}]}, outputs, gathered) == [
         "logits is not what evaluate@a, evaluate@b last wrote (rerun this stage after them)"]
 
 

@@ -88,11 +88,12 @@ def params_changes(locked: dict[str, dict[str, Any]], params_by_file: dict[str, 
     return changes
 
 
-def _git_lines(repo: Path, *args: str, stdin: str | None = None) -> list[str]:
-    result = subprocess.run(["git", *args], cwd=repo, input=stdin, capture_output=True, text=True)
-    if result.returncode not in (0, 1):  # check-ignore exits 1 when nothing matched
-        raise PipelineError(f"`git {' '.join(args)}` failed in {repo}: {result.stderr.strip()}")
-    return [line for line in result.stdout.splitlines() if line]
+def _git_files(repo: Path) -> set[str]:
+    """The files git tracks in repo (the index: committed or staged)."""
+    result = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"`git ls-files` failed in {repo}: {result.stderr.strip()}; run from a git checkout")
+    return set(result.stdout.splitlines())
 
 
 def _under(path: str, folder: str) -> bool:
@@ -132,8 +133,7 @@ def expected_dir_md5(folder: str, outputs: dict[str, LockedFile], tracked: dict[
     return tree.hash_info.value
 
 
-def consistency_reasons(stage: str, entry: dict[str, Any], outputs: dict[str, LockedFile],
-                        tracked: dict[str, str]) -> list[str]:
+def consistency_reasons(entry: dict[str, Any], outputs: dict[str, LockedFile], tracked: dict[str, str]) -> list[str]:
     """Inputs of one stage whose recorded md5 is not what dvc.lock records for the stage that made them."""
     reasons = []
     for dep in entry.get("deps", []):
@@ -229,7 +229,7 @@ def declared_stages(repo: Path) -> tuple[list[DeclaredStage], dict[str, list[Any
             stages = [DeclaredStage(stage.addressing, tuple(str(o.def_path) for o in stage.outs),
                                     tuple(str(o.def_path) for o in stage.outs if not o.use_cache),
                                     tuple(str(d.def_path) for d in stage.deps if not hasattr(d, "params")))
-                      for stage in dvc_repo.index.stages if stage.addressing != "dvc.yaml" and stage.cmd]
+                      for stage in dvc_repo.index.stages if stage.cmd]
             status = dvc_repo.status()
     except DvcException as e:
         raise PipelineError(f"DVC cannot read the pipeline in {repo}: {e}") from None
@@ -247,7 +247,7 @@ def check_lock(repo: Path) -> tuple[list[StaleStage], int]:
     locked = lock.get("stages", {})
 
     outputs = recorded_outputs(lock)
-    tracked = set(_git_lines(repo, "ls-files"))
+    tracked = _git_files(repo)
     produced = set(outputs) | {out for stage in stages for out in stage.outs}
     produced |= {dep for stage in stages for dep in stage.deps if any(_under(out, dep) for out in produced)}
     params_files = {file for entry in locked.values() for file in entry.get("params", {})} | {"params.yaml"}
@@ -265,7 +265,7 @@ def check_lock(repo: Path) -> tuple[list[StaleStage], int]:
         reasons = declaration_reasons(list(stage.outs), list(stage.deps), entry)
         reasons += status_reasons(status.get(stage.name, []), entry.get("params", {}), params_by_file, produced,
                                   tracked, set(stage.uncached_outs))
-        reasons += consistency_reasons(stage.name, entry, outputs, gathered)
+        reasons += consistency_reasons(entry, outputs, gathered)
         if reasons:
             stale.append(StaleStage(stage.name, tuple(dict.fromkeys(reasons))))
     names = {stage.name for stage in stages}
