@@ -69,7 +69,7 @@ bench-quick: $(STAMP) ## the throughput part only, on fewer images (under 10 min
 bench-formats: $(STAMP) ## our path per model: channels-last and bf16 autocast on and off (about 3 minutes)
 	python -m mnist_pipeline.bench --formats
 
-isacheck: $(STAMP) ## weights after 6 SGD steps per model under capped instruction sets: same digest = same kernels (~10 min)
+isacheck: $(STAMP) ## weights after 6 SGD steps per model under capped instruction sets: same digest = same kernels (~12 min)
 	python -m mnist_pipeline.isacheck
 
 clean-venv: ## remove .venv
