@@ -100,6 +100,11 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def _committed(path: str, tracked: set[str]) -> bool:
+    """Whether git tracks the file at path, or any file inside the folder at path."""
+    return path in tracked or any(_under(t, path) for t in tracked)
+
+
 @dataclass(frozen=True)
 class LockedFile:
     """An output recorded in dvc.lock: which stage wrote it and its md5 (".dir" suffix for folders)."""
@@ -174,14 +179,14 @@ def status_reasons(stage_status: list[Any], locked_params: dict[str, dict[str, A
                 reasons.append(f"params {', '.join(changes) if changes else ', '.join(keys)}")
             elif path in produced or any(_under(path, p) for p in produced):
                 continue
-            elif path not in tracked and not any(_under(t, path) for t in tracked):
+            elif not _committed(path, tracked):
                 reasons.append(f"{path} is not committed")
             else:
                 reasons.append(f"{path} changed")
         for path, state in item.get("changed outs", {}).items():
             if path not in uncached_outs:
                 continue
-            if path in tracked or any(_under(t, path) for t in tracked):
+            if _committed(path, tracked):
                 reasons.append(f"committed {path} is not the output dvc.lock records")
             else:
                 reasons.append(f"{path} is not committed (a cache: false output belongs in git)")
