@@ -21,3 +21,11 @@ def test_caps_apply_runs_repeat_and_a_lower_isa_changes_the_weights() -> None:
     assert pre_2013 != native
     assert "- ATen default + oneDNN AVX (pre-2013 CPU): " in result.stdout
     assert "ATen DEFAULT, oneDNN capped at AVX," in result.stdout  # the cap reached the child process
+
+
+def test_an_unknown_setting_is_one_error_line_naming_the_valid_ones() -> None:
+    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.isacheck", "--settings", "native,avx1024"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith(
+        "error: unknown setting avx1024; choose from native, avx512-bf16, avx2, portable, pre-2013")
