@@ -1,14 +1,19 @@
-"""Registry and architectures: names, output shapes, and parameter counts equal to the seeds'."""
+"""Registry and architectures: names, output shapes, and parameter counts worked out from each layer list."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from mnist_pipeline.models import MODELS, build_model, count_parameters
 
-# Each count is worked out from the seed's layer list (weights + biases; BatchNorm: 2 per channel).
-SEED_PARAMETER_COUNTS = {
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# Each count is worked out from the layer list (weights + biases; BatchNorm: 2 per channel).
+LAYER_PARAMETER_COUNTS = {
     # torchvision ResNet18 (11,689,512) with conv1 1x64x7x7 (-3 input channels: -6,272)
     # and fc 512x10+10 instead of 512x1000+1000 (-507,870)
     "resnet18": 11_689_512 - 6_272 - 507_870,
@@ -21,18 +26,25 @@ SEED_PARAMETER_COUNTS = {
     + (64 * 32 * 9 + 64) + (64 * 64 * 9 + 64) + (3136 * 10 + 10),
     # conv 1→32 3x3, conv 32→64 3x3, fc 1600→64, fc 64→10
     "cnn2": (32 * 9 + 32) + (64 * 32 * 9 + 64) + (1600 * 64 + 64) + (64 * 10 + 10),
+    # ours: bias-free 3x3 convs 1→16, 16→48, 48→48, 48→96, each with BN; fc 96x7x7→10
+    "bnnet": (16 * 9 + 32) + (48 * 16 * 9 + 96) + (48 * 48 * 9 + 96) + (96 * 48 * 9 + 192) + (4704 * 10 + 10),
 }
 
 
-@pytest.mark.parametrize("name", sorted(SEED_PARAMETER_COUNTS))
-def test_parameter_count_matches_the_seed(name: str) -> None:
-    assert count_parameters(build_model(name)) == SEED_PARAMETER_COUNTS[name]
+def test_every_registered_model_has_a_worked_out_count() -> None:
+    assert set(LAYER_PARAMETER_COUNTS) == set(MODELS)
 
 
-def test_seed_counts_as_published() -> None:
-    # The figures the seeds' own model summaries print.
-    assert SEED_PARAMETER_COUNTS == {"resnet18": 11_175_370, "mlp": 267_410, "lenet": 252_866,
-                                     "cnn6": 103_162, "cnn2": 121_930}
+@pytest.mark.parametrize("name", sorted(LAYER_PARAMETER_COUNTS))
+def test_parameter_count_matches_the_layer_list(name: str) -> None:
+    assert count_parameters(build_model(name)) == LAYER_PARAMETER_COUNTS[name]
+
+
+def test_readme_models_table_states_each_count() -> None:
+    """The README's Models table: one row per registered model with its true parameter count."""
+    rows = re.findall(r"^\| `(\w+)` \|.*\| ([\d,]+) \|$", README.read_text(), flags=re.MULTILINE)
+    stated = {name: int(count.replace(",", "")) for name, count in rows}
+    assert stated == {name: count_parameters(build_model(name)) for name in MODELS}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
