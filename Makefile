@@ -11,8 +11,9 @@ export PATH := $(BIN):$(PATH)
 
 MODEL ?= lenet
 IMAGES ?=
+SMOKE_DIR ?= build/smoke
 
-.PHONY: help install repro smoke test check-lock push pull predict bench bench-quick bench-formats isacheck clean-venv
+.PHONY: help install repro smoke test check-lock push pull predict bench bench-quick bench-formats isacheck mutation clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,8 +41,8 @@ install: $(STAMP) ## create .venv and install the pinned requirements
 repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror)
 	dvc repro
 
-smoke: $(STAMP) ## the whole DAG on 2,000 training images for one epoch, in build/smoke (CPU, 2-5 min)
-	python -m mnist_pipeline.smoke build/smoke
+smoke: $(STAMP) ## the whole DAG on 2,000 training images for one epoch, in build/smoke or SMOKE_DIR (CPU, 2-5 min)
+	python -m mnist_pipeline.smoke $(SMOKE_DIR)
 
 test: $(STAMP) ## check dvc.lock, then run the test suite (unit + end-to-end through the real DVC CLI)
 	python -m mnist_pipeline.lockcheck
@@ -71,6 +72,9 @@ bench-formats: $(STAMP) ## our path per model: channels-last and bf16 autocast o
 
 isacheck: $(STAMP) ## weights after 6 SGD steps per model under capped instruction sets: same digest = same kernels (~12 min)
 	python -m mnist_pipeline.isacheck
+
+mutation: $(STAMP) ## mutmut over the pipeline core with the unit tests: killed share per module, fails under 90%
+	python -m mnist_pipeline.mutation
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)

@@ -6,20 +6,32 @@ import functools
 import gzip
 import http.server
 import os
+import shutil
 import struct
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import torch
 
-from mnist_pipeline.smoke import git, run_smoke
+from mnist_pipeline.smoke import git
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_MNIST = ROOT.parent / "shared" / "mnist"
+# The folder of the four official .gz files that .ci/with_mirror serves; the same default.
+MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "mnist"))
+NO_MNIST = ("no MNIST source for the download and end-to-end tests: set MNIST_MIRROR to a mirror of the four "
+            "MNIST .gz files, or MNIST_DIR to a folder holding them (.ci/run serves it)")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI a missing MNIST copy fails the run at once instead of skipping the end-to-end tests."""
+    has_mnist = os.environ.get("MNIST_MIRROR") or (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
+    if os.environ.get("CI", "").lower() == "true" and not has_mnist:
+        pytest.exit(f"error: CI=true but {NO_MNIST}", returncode=2)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -47,12 +59,12 @@ def serve_dir() -> Iterator:
 
 @pytest.fixture(scope="session")
 def mnist_mirror(serve_dir) -> str:
-    """Base URL serving the four official MNIST files: $MNIST_MIRROR, else a loopback server over shared/mnist."""
+    """Base URL serving the four official MNIST files: $MNIST_MIRROR, else a loopback server over $MNIST_DIR."""
     if os.environ.get("MNIST_MIRROR"):
         return os.environ["MNIST_MIRROR"].replace(",", " ").split()[0]
-    if SHARED_MNIST.is_dir():
-        return serve_dir(SHARED_MNIST)
-    pytest.skip("no MNIST source: set MNIST_MIRROR to a mirror of the four MNIST .gz files")
+    if (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        return serve_dir(MNIST_DIR)
+    pytest.skip(NO_MNIST)
 
 
 def write_idx(folder: Path, prefix: str, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -87,19 +99,52 @@ def dvc(repo: Path, *args: str, check: bool = True) -> str:
     return result.stdout + result.stderr
 
 
+def workspace_state(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime in ns) of every file of a project folder, leaving out git's, the venv's and bytecode."""
+    skip = {".git", ".venv", "__pycache__", ".pytest_cache", "mutants"}
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in files:
+            stat = (Path(folder) / name).lstat()
+            state[os.path.relpath(Path(folder) / name, root)] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+@dataclass
+class SmokeRun:
+    """A completed `make smoke` of this project, and what it changed in the project folder (nothing, we hope)."""
+
+    path: Path
+    changed_in_workspace: list[str]
+
+
 @pytest.fixture(scope="session")
-def repo(tmp_path_factory, mnist_mirror) -> Path:
-    """A git repo whose main branch holds a completed smoke run of the project (shared: leave main as found)."""
+def smoke_run(tmp_path_factory, mnist_mirror) -> Iterator[SmokeRun]:
+    """`make smoke` into a scratch folder, committed there as main: the template every end-to-end test copies."""
     env = {"MNIST_MIRROR": mnist_mirror, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     path = tmp_path_factory.mktemp("e2e") / "project"
-    run_smoke(ROOT, path)
+    before = workspace_state(ROOT)
+    # -o: take the installed venv as it is (the test run already uses it)
+    subprocess.run(["make", "-s", "-o", ".venv/.installed", "smoke", f"SMOKE_DIR={path}"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    after = workspace_state(ROOT)
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "smoke run")
-    yield path
+    yield SmokeRun(path, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)))
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture
+def repo(smoke_run: SmokeRun, tmp_path: Path) -> Iterator[Path]:
+    """This test's own copy of the smoke run (git history, workspace, DVC cache): change it freely, in any order."""
+    path = tmp_path / "project"
+    shutil.copytree(smoke_run.path, path, symlinks=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)  # ~200 MB each

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -105,3 +108,22 @@ def test_every_mirror_is_named_and_a_later_good_one_wins(tmp_path: Path, bad_mir
     images, labels = load_raw(out, train=True)
     assert images.shape == (60_000, 28, 28) and labels.bincount().tolist()[1] == 6742
     assert sorted(p.name for p in out.parent.iterdir()) == ["raw"]
+
+
+NEEDS_MNIST = "tests/test_download.py::test_every_mirror_is_named_and_a_later_good_one_wins"
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_without_mnist_ci_fails_in_one_line_and_a_local_run_skips(tmp_path: Path, ci: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_MIRROR", "CI")}
+    env |= {"CI": ci, "MNIST_DIR": str(tmp_path)}  # an empty folder: no .gz files
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+                             "-rs", NEEDS_MNIST], cwd=Path(__file__).parents[1], capture_output=True, text=True, env=env)
+    if ci:
+        assert result.returncode == 2
+        assert ("error: CI=true but no MNIST source for the download and end-to-end tests: set MNIST_MIRROR to a "
+                "mirror of the four MNIST .gz files, or MNIST_DIR to a folder holding them") in result.stdout
+        assert "passed" not in result.stdout and "skipped" not in result.stdout
+    else:
+        assert result.returncode == 0 and "1 skipped" in result.stdout
+        assert "SKIPPED" in result.stdout and "set MNIST_MIRROR" in result.stdout

@@ -1,0 +1,87 @@
+"""The README's everyday commands on a real smoke run: experiments through the queue, make predict, the PR summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import dvc
+from mnist_pipeline.checkpoint import load_model
+from mnist_pipeline.data import load_split
+from mnist_pipeline.predict import classify, load_image
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+
+
+def experiments(shown: list[dict]) -> dict[str, dict]:
+    """`dvc exp show --json` → {experiment name: its data}, baselines left out."""
+    return {exp["name"]: exp["data"] for row in shown for exp in (row.get("experiments") or [])
+            for exp in exp["revs"]}
+
+
+def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path) -> None:
+    dvc(repo, "exp", "run", "--queue", "-S", "models.mlp.lr=0.02,0.2")
+    # one worker: a stage already uses both cores (train.threads: 2); two would only share them
+    dvc(repo, "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = dvc(repo, "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    runs = experiments(json.loads(dvc(repo, "exp", "show", "--json")))
+    assert len(runs) == 2
+    by_lr = {data["params"]["params.yaml"]["data"]["models"]["mlp"]["lr"]: data for data in runs.values()}
+    assert set(by_lr) == {0.02, 0.2}
+    accuracies = {lr: data["metrics"]["metrics/mlp.json"]["data"]["accuracy"] for lr, data in by_lr.items()}
+    assert all(0.1 < a <= 1 for a in accuracies.values()) and accuracies[0.02] != accuracies[0.2]
+    # the grid left the workspace as it was
+    assert "up to date" in dvc(repo, "status")
+
+
+def make(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make` in repo with this test run's interpreter, taking the venv as installed."""
+    env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["make", "-s", "-o", ".venv/.installed", *args], cwd=repo, capture_output=True, text=True,
+                          env=env)
+
+
+def test_make_predict_prints_path_tab_digit_and_needs_images(repo: Path, tmp_path: Path) -> None:
+    images, _ = load_split(repo / "data" / "processed" / "test.pt")
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(images[i].numpy()).save(paths[-1])
+    model, info = load_model(repo / "models" / "mlp.pt")
+    expected = [classify(model, info, load_image(p)[None], 1)[0][0] for p in paths]  # as predict does it
+    predicted = make(repo, "predict", "MODEL=mlp", f"IMAGES={' '.join(map(str, paths))}")
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.splitlines() == [f"{p}\t{d} ({prob:.3f})" for p, (d, prob) in zip(paths, expected)]
+
+    empty = make(repo, "predict", "MODEL=mlp")
+    assert empty.returncode == 2 and empty.stdout == ""
+    assert empty.stderr.startswith('error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"\n')
+
+
+def test_pr_summary_includes_the_smoke_run(repo: Path) -> None:
+    env = os.environ | {"PYTHONPATH": str(repo / "src")}
+    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.report", "summary", "--base", "HEAD",
+                             "--smoke", str(repo)], cwd=repo, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    smoke = result.stdout.split("### Smoke run of this head", 1)[1]
+    for name in ["ensemble", *yaml.safe_load((repo / "params.yaml").read_text())["models"]]:
+        assert f"metrics/{name}.json" in smoke
+    accuracy = json.loads((repo / "metrics" / "bnnet.json").read_text())["accuracy"]
+    assert f"{accuracy}" in smoke
+    assert "No params changed." in result.stdout
