@@ -55,6 +55,10 @@ def main() -> None:
         sys.exit(2)
     results = subprocess.run(["mutmut", "results", "--all", "true"], capture_output=True, text=True, check=True).stdout
     scores = module_scores(results)
+    if not any(c["killed"] + c["survived"] for c in scores.values()):
+        print("error: mutmut tested no mutant (its first run of the unit tests failed); run `mutmut run` and "
+              "`python -m pytest` in mutants/ to see why", file=sys.stderr)
+        sys.exit(2)
     print(score_table(scores))
     survivors = [line.strip() for line in results.splitlines() if line.strip() and not line.endswith(": killed")]
     if survivors:
