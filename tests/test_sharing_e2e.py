@@ -79,21 +79,12 @@ def test_a_module_edit_names_every_stage_that_imports_it(repo: Path, tmp_path: P
     assert "src/mnist_pipeline/training.py changed" in result.stdout
 
 
-def test_readme_edit_passes_and_a_rerun_and_commit_passes(repo: Path, tmp_path: Path) -> None:
+def test_readme_edit_passes(repo: Path, tmp_path: Path) -> None:
+    # (a param change, rerun and commit passing is checked in test_pipeline_e2e's lr test: one rerun, not two)
     work = clone(repo, tmp_path / "clone")
-    dvc(work, "cache", "dir", "--local", str(repo / ".dvc" / "cache"))  # reuse the smoke run's data
-    dvc(work, "checkout")
     with (work / "README.md").open("a") as f:
         f.write("\nA README edit is not staleness.\n")
-    assert tool(work, "lockcheck").returncode == 0
-
-    set_lr(work, "lenet", 0.0123)
-    assert tool(work, "lockcheck").returncode == 1
-    dvc(work, "repro")
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "lenet: lr 0.0123, rerun")
-    after = clone(work, tmp_path / "after")
-    result = tool(after, "lockcheck")
+    result = tool(work, "lockcheck")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
