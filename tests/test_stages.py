@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,21 +17,17 @@ from mnist_pipeline.data import save_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Each stage's command from dvc.yaml, with every path inside the test's empty folder.
-COMMANDS = {
-    "download": ["--out", "data/raw"],
-    "preprocess": ["--raw", "data/raw", "--out", "data/processed"],
-    "train": ["--model", "lenet", "--data", "data/processed", "--out", "models/lenet.pt",
-              "--history", "plots/train/lenet.csv", "--checkpoint", "checkpoints/lenet.pt"],
-    "evaluate": ["--model-file", "models/lenet.pt", "--test", "data/processed/test.pt",
-                 "--metrics", "metrics/lenet.json", "--timing", "metrics/timing/lenet.json",
-                 "--predictions", "plots/predictions/lenet.csv", "--per-class", "plots/per_class/lenet.csv",
-                 "--logits", "data/logits/lenet.pt"],
-    "ensemble": ["--logits", "data/logits", "--test", "data/processed/test.pt", "--metrics", "metrics/ensemble.json",
-                 "--predictions", "plots/predictions/ensemble.csv"],
-    "plot": ["--metrics", "metrics", "--history", "plots/train", "--logits", "data/logits",
-             "--test", "data/processed/test.pt", "--out", "plots/figures", "--leaderboard", "plots/leaderboard.csv"],
-}
+def stage_arguments() -> dict[str, list[str]]:
+    """Each stage script's arguments as dvc.yaml writes them (the foreach stages for lenet); all paths relative."""
+    commands = {}
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
+        cmd = stage["do"]["cmd"] if "foreach" in stage else stage["cmd"]
+        _, script, *args = shlex.split(cmd.replace("${key}", "lenet"))
+        commands[Path(script).stem] = args
+    return commands
+
+
+COMMANDS = stage_arguments()
 
 # A mistake in one stage's section, and the one line every stage must answer it with.
 MISTAKES = {
