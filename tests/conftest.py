@@ -99,6 +99,29 @@ def dvc(repo: Path, *args: str, check: bool = True) -> str:
     return result.stdout + result.stderr
 
 
+BIN = Path(sys.executable).parent
+
+
+def tool(repo: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    """Run one of the project's tools in repo, with repo's own source first on the import path."""
+    env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", f"mnist_pipeline.{module}", *args], cwd=repo,
+                          capture_output=True, text=True, env=env)
+
+
+def make(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make` in repo with this test run's interpreter, taking the venv as installed."""
+    env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["make", "-s", "-o", ".venv/.installed", *args], cwd=repo, capture_output=True, text=True,
+                          env=env)
+
+
+def clone(source: Path, dest: Path) -> Path:
+    """A fresh git clone: no data, models or DVC cache, as CI checks out a pull request."""
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    return dest
+
+
 def workspace_state(root: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime in ns) of every file of a project folder, leaving out git's, the venv's and bytecode."""
     skip = {".git", ".venv", "__pycache__", ".pytest_cache", "mutants"}

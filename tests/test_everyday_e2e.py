@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,15 +10,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import dvc
+from conftest import dvc, make, tool
 from mnist_pipeline.checkpoint import load_model
 from mnist_pipeline.data import load_split
 from mnist_pipeline.predict import classify, load_image
 
 pytestmark = pytest.mark.e2e
-
-BIN = Path(sys.executable).parent
-
 
 def experiments(shown: list[dict]) -> dict[str, dict]:
     """`dvc exp show --json` → {experiment name: its data}, baselines left out."""
@@ -50,13 +44,6 @@ def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path) -> None:
     assert "up to date" in dvc(repo, "status")
 
 
-def make(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    """`make` in repo with this test run's interpreter, taking the venv as installed."""
-    env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(["make", "-s", "-o", ".venv/.installed", *args], cwd=repo, capture_output=True, text=True,
-                          env=env)
-
-
 def test_make_predict_prints_path_tab_digit_and_needs_images(repo: Path, tmp_path: Path) -> None:
     images, _ = load_split(repo / "data" / "processed" / "test.pt")
     paths = []
@@ -75,9 +62,7 @@ def test_make_predict_prints_path_tab_digit_and_needs_images(repo: Path, tmp_pat
 
 
 def test_pr_summary_includes_the_smoke_run(repo: Path) -> None:
-    env = os.environ | {"PYTHONPATH": str(repo / "src")}
-    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.report", "summary", "--base", "HEAD",
-                             "--smoke", str(repo)], cwd=repo, capture_output=True, text=True, env=env)
+    result = tool(repo, "report", "summary", "--base", "HEAD", "--smoke", str(repo))
     assert result.returncode == 0, result.stderr
     smoke = result.stdout.split("### Smoke run of this head", 1)[1]
     for name in ["ensemble", *yaml.safe_load((repo / "params.yaml").read_text())["models"]]:

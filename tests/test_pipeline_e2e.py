@@ -19,7 +19,7 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
-from conftest import dvc
+from conftest import clone, dvc, tool
 from mnist_pipeline.smoke import git
 
 pytestmark = pytest.mark.e2e
@@ -112,10 +112,7 @@ def test_changing_one_lr_reruns_only_that_model(repo: Path) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "lenet: half the lr")
     # the rerun's commit passes check-lock in a fresh clone (no data, no cache), as the PR check runs it
-    clone = repo.parent / "clone"
-    git(repo.parent, "clone", "-q", str(repo), str(clone))
-    check = subprocess.run([sys.executable, "-m", "mnist_pipeline.lockcheck"], cwd=clone, capture_output=True,
-                           text=True, env=os.environ | {"PYTHONPATH": str(clone / "src")})
+    check = tool(clone(repo, repo.parent / "clone"), "lockcheck")
     assert check.returncode == 0, check.stdout + check.stderr
     params_diff = json.loads(dvc(repo, "params", "diff", "main", "--json"))
     assert params_diff == {"params.yaml": {"models.lenet.lr": {"old": old_lr, "new": new_lr, "diff": new_lr - old_lr}}}

@@ -5,34 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
-from conftest import dvc
+from conftest import BIN, clone, dvc, make, tool
 from mnist_pipeline.data import load_split
 from mnist_pipeline.smoke import git
 
 pytestmark = pytest.mark.e2e
-
-BIN = Path(sys.executable).parent
-
-
-def tool(repo: Path, module: str, *args: str) -> subprocess.CompletedProcess:
-    """Run one of the project's tools in repo, with repo's own source first on the import path."""
-    env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", f"mnist_pipeline.{module}", *args], cwd=repo,
-                          capture_output=True, text=True, env=env)
-
-
-def clone(source: Path, dest: Path) -> Path:
-    """A fresh git clone: no data, models or DVC cache, as CI checks out a pull request."""
-    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
-    return dest
-
 
 def set_lr(repo: Path, model: str, lr: float) -> float:
     """Change one model's lr in params.yaml the way a person edits it (one line); return the old value."""
@@ -144,9 +127,7 @@ def test_results_travel_through_a_remote_without_retraining(repo: Path, tmp_path
     images, _ = load_split(mate / "data" / "processed" / "test.pt")
     digit = tmp_path / "digit.png"
     Image.fromarray(images[0].numpy()).save(digit)
-    env = os.environ | {"PYTHONPATH": str(mate / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    predicted = subprocess.run(["make", "-s", "-o", ".venv/.installed", "predict", "MODEL=bnnet", f"IMAGES={digit}"],
-                               cwd=mate, capture_output=True, text=True, env=env)
+    predicted = make(mate, "predict", "MODEL=bnnet", f"IMAGES={digit}")
     assert predicted.returncode == 0, predicted.stderr
     assert predicted.stdout.startswith(f"{digit}\t")
 

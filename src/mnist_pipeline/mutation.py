@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 GOAL = 0.90  # share of mutants each module's tests must kill
 
