@@ -13,7 +13,7 @@ MODEL ?= lenet
 IMAGES ?=
 SMOKE_DIR ?= build/smoke
 
-.PHONY: help install repro smoke test check-lock push pull predict bench bench-quick bench-formats isacheck mutation clean-venv
+.PHONY: help install repro smoke test check-lock exps push pull predict bench bench-quick bench-formats isacheck mutation clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,13 @@ test: $(STAMP) ## check dvc.lock, then run the test suite (unit + end-to-end thr
 
 check-lock: $(STAMP) ## fail when dvc.lock does not describe the committed params, code and stage commands
 	python -m mnist_pipeline.lockcheck
+
+# `dvc exp show` narrowed to what a terminal can hold: the params that differ between the rows, and each
+# model's test accuracy from plots/summary.json (or, with MODEL=<name>, that model's headline numbers).
+EXPS_COLUMNS := $(if $(filter file,$(origin MODEL)),.*\.acc$$,$(MODEL)\.)
+exps: $(STAMP) ## compare experiments in a narrow table: test accuracy of every model (MODEL=lenet: its loss, worst digit, seconds)
+	dvc exp show --no-pager --only-changed --keep '$(EXPS_COLUMNS)' \
+	  --drop '^(Created|Executor|metrics|plots/|data/|models/|stages/|src/)|.*\.(acc|loss|worst_digit|worst_acc|train_s)$$'
 
 push: $(STAMP) ## send data, tensors, models and logits to the team's DVC remote, then check none is missing
 	python -m mnist_pipeline.remote push

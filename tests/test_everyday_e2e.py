@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from conftest import dvc, make, tool
+from test_summary import table
 from mnist_pipeline.checkpoint import load_model
 from mnist_pipeline.data import load_split
 from mnist_pipeline.predict import classify, load_image
@@ -23,7 +24,7 @@ def experiments(shown: list[dict]) -> dict[str, dict]:
             for exp in exp["revs"]}
 
 
-def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path) -> None:
+def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dvc(repo, "exp", "run", "--queue", "-S", "models.mlp.lr=0.02,0.2")
     # one worker: a stage already uses both cores (train.threads: 2); two would only share them
     dvc(repo, "queue", "start", "-j", "1")
@@ -42,6 +43,17 @@ def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path) -> None:
     assert all(0.1 < a <= 1 for a in accuracies.values()) and accuracies[0.02] != accuracies[0.2]
     # the grid left the workspace as it was
     assert "up to date" in dvc(repo, "status")
+
+    # make exps: one narrow row per run, with the changed lr and every model's test accuracy
+    models = [*yaml.safe_load((repo / "params.yaml").read_text())["models"], "ensemble"]
+    monkeypatch.setenv("COLUMNS", "1000")  # as wide as the table is, not squeezed to 80
+    shown = make(repo, "exps")
+    assert shown.returncode == 0, shown.stderr
+    assert max(len(line.rstrip()) for line in shown.stdout.splitlines()) <= 160, shown.stdout
+    header, rows = table(shown.stdout)
+    assert header == ["Experiment", *(f"{m}.acc" for m in models), "models.mlp.lr"]
+    grid = {row[-1]: row[models.index("mlp")] for name, row in rows.items() if name.startswith(("├", "└"))}
+    assert grid == {str(lr): str(accuracies[lr]) for lr in (0.02, 0.2)}
 
 
 def test_make_predict_prints_path_tab_digit_and_needs_images(repo: Path, tmp_path: Path) -> None:

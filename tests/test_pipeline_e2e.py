@@ -54,13 +54,16 @@ def test_smoke_ran_every_stage(repo: Path) -> None:
     models = all_models(repo)
     assert set(models) >= set(SEED_MODELS) | {"bnnet"}
     assert set(lock["stages"]) == names
-    assert names == {"download", "preprocess", "ensemble", "plot"} | {f"{stage}@{m}" for stage in ("train", "evaluate")
-                                                                     for m in models}
+    assert names == {"download", "preprocess", "ensemble", "summary", "plot"} | {
+        f"{stage}@{m}" for stage in ("train", "evaluate") for m in models}
+    summary = json.loads((repo / "plots" / "summary.json").read_text())
+    assert list(summary) == [*models, "ensemble"]
     for name in [*models, "ensemble"]:
         metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
         assert 0.1 < metrics["accuracy"] <= 1 and len(metrics["confusion_matrix"]) == 10
         assert sum(map(sum, metrics["confusion_matrix"])) == 10_000
         assert set(metrics["per_class_accuracy"]) == {str(d) for d in range(10)}
+        assert summary[name]["acc"] == metrics["accuracy"] and summary[name]["loss"] == round(metrics["loss"], 4)
     for model in models:
         assert (repo / "models" / f"{model}.pt").exists()
     figures = {p.name for p in (repo / "plots" / "figures").glob("*.png")}
@@ -93,12 +96,18 @@ def test_status_clean_and_second_repro_runs_nothing(repo: Path) -> None:
     assert stages_run(dvc(repo, "repro")) == set()
 
 
+def without_seconds(summary: dict[str, dict]) -> dict[str, dict]:
+    return {model: {k: v for k, v in numbers.items() if k != "train_s"} for model, numbers in summary.items()}
+
+
 def test_forced_rerun_is_byte_identical(repo: Path) -> None:
     patterns = ["metrics/*.json", "models/*.pt", "plots/predictions/*.csv", "plots/per_class/*.csv"]
     before = digests(repo, patterns)
+    summary_before = json.loads((repo / "plots" / "summary.json").read_text())
     output = dvc(repo, "repro", "-f")
     assert stages_run(output) == all_stages(repo)
     assert digests(repo, patterns) == before
+    assert without_seconds(json.loads((repo / "plots" / "summary.json").read_text())) == without_seconds(summary_before)
     # Only the timing files (metrics/timing/, the seconds column of plots/train/) may differ.
     assert git(repo, "status", "--porcelain", "--", ":(glob)metrics/*.json", "plots/predictions", "plots/per_class") == ""
 
@@ -121,16 +130,28 @@ def test_changing_one_lr_reruns_only_that_model(repo: Path) -> None:
     assert not {f"metrics/{m}.json" for m in SEED_MODELS if m != "lenet"} & set(metrics_diff)
 
 
-def test_plots_show_writes_every_plot_id(repo: Path, tmp_path: Path) -> None:
-    dvc(repo, "plots", "show", "-o", str(tmp_path))
-    html = (tmp_path / "index.html").read_text()
-    names = [*all_models(repo)]
-    expected = [f"plots/{kind}/{m}.csv" for m in names for kind in ("train", "predictions", "per_class")]
-    expected += ["plots/predictions/ensemble.csv"]
-    expected += [str(p.relative_to(repo)) for p in (repo / "plots" / "figures").glob("*.png")]
-    assert len(expected) > 3 * len(names)
-    missing = [plot_id for plot_id in expected if plot_id not in html]
-    assert not missing
+CHARTS = {  # plot id in dvc.yaml → the folder whose per-model CSVs it combines
+    "Validation accuracy per epoch, every model": "train",
+    "Loss per epoch, train vs validation": "train",
+    "Accuracy per epoch, train vs validation": "train",
+    "Test error rate per digit (%)": "per_class",
+    "Test mistakes, actual vs predicted (correct answers left out)": "predictions",
+}
+
+
+def test_plots_show_draws_a_few_charts_that_each_compare_every_model(repo: Path) -> None:
+    shown = json.loads(dvc(repo, "plots", "show", "--json"))
+    assert not shown.get("errors")
+    models = all_models(repo)
+    mistakes = [f"plots/figures/mistakes_{m}.png" for m in models]
+    assert list(shown["data"]) == [*CHARTS, *mistakes] and len(shown["data"]) <= 12
+    for plot_id, folder in CHARTS.items():
+        files = {row["filename"] if "filename" in row else row["filename::field"].split("::")[0]
+                 for row in shown["data"][plot_id][0]["content"]["data"]["values"]}
+        expected = {f"{m}.csv" for m in models} | ({"ensemble.csv"} if folder == "predictions" else set())
+        assert files == expected, plot_id
+    for png in mistakes:
+        assert (repo / png).is_file() and shown["data"][png][0]["type"] == "image"
 
 
 def all_models(repo: Path) -> list[str]:
@@ -213,6 +234,12 @@ def render_in_browser(page: Path, profile: Path) -> tuple[str, str]:
     return result.stdout, result.stderr
 
 
+def drawn_labels(dom: str, mark: str) -> list[dict[str, str]]:
+    """The aria-labels of every SVG `mark` ("text", "rect", ...) vega drew, as field → value."""
+    labels = re.findall(rf'<(?:text|path)[^>]*aria-label="([^"]*)"[^>]*aria-roledescription="{mark} mark"', dom)
+    return [dict(part.split(": ", 1) for part in label.split("; ")) for label in labels]
+
+
 @pytest.mark.parametrize("command", [["plots", "show"], ["plots", "diff", "HEAD"]])
 def test_plots_render_offline_in_a_real_browser(repo: Path, tmp_path: Path, command: list[str]) -> None:
     if browser() is None:
@@ -223,9 +250,33 @@ def test_plots_render_offline_in_a_real_browser(repo: Path, tmp_path: Path, comm
     html = page.read_text()
     assert not re.search(r"<(script|link|img)[^>]*\s(src|href)=[\"']?https?:", html), "the page loads something from the network"
     plots = html.count("vegaEmbed('#")
-    assert plots >= 10
+    assert plots == len(CHARTS)
     dom, log = render_in_browser(page, tmp_path / "profile")
-    rendered = dom.count('class="marks"')  # vega-embed draws each plot into a canvas/svg of class "marks"
+    rendered = dom.count('class="marks"')  # vega-embed draws each plot into an svg of class "marks"
     assert rendered == plots, f"{rendered} of {plots} plots rendered"
     errors = [line for line in log.splitlines() if "Uncaught" in line or "CONSOLE" in line and "Error" in line]
     assert not errors
+
+    # What the charts show, read back from the SVG, equals what the CSVs hold (HEAD holds the project's
+    # committed full-run CSVs, the workspace the smoke run's).
+    models = all_models(repo)
+    revisions = ["workspace"] if command == ["plots", "show"] else ["HEAD", "workspace"]
+    texts = drawn_labels(dom, "text")
+    panel = {(m, rev): m if len(revisions) == 1 else f"{m} · {rev}" for m in models + ["ensemble"] for rev in revisions}
+    for rev in revisions:
+        def rows(path: str) -> list[dict[str, str]]:
+            text = (repo / path).read_text() if rev == "workspace" else git(repo, "show", f"HEAD:{path}")
+            return list(csv.DictReader(text.splitlines()))
+
+        for m in models:
+            per_class = rows(f"plots/per_class/{m}.csv")
+            shown = {t["digit"]: t["error %"] for t in texts if t.get("model") == panel[m, rev] and "error %" in t}
+            assert shown == {r["digit"]: f"{100 * (1 - float(r['accuracy'])):.2f}" for r in per_class}, (m, rev)
+        for m in models + ["ensemble"]:
+            pairs = [(r["actual"], r["predicted"]) for r in rows(f"plots/predictions/{m}.csv")]
+            wrong = {pair: pairs.count(pair) for pair in set(pairs) if pair[0] != pair[1]}
+            shown = {(t["actual"], t["predicted"]): int(t["errors"]) for t in texts
+                     if t.get("model") == panel[m, rev] and "errors" in t}
+            assert shown == wrong, (m, rev)
+    lines = drawn_labels(dom, "line")
+    assert {t.get("model") for t in lines} >= set(models)
