@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -11,9 +12,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_pipeline.checkpoint import save_model
+from mnist_pipeline import predict as predict_module
+from mnist_pipeline.checkpoint import load_model, save_model
+from mnist_pipeline.cli import run
 from mnist_pipeline.models import build_model
-from mnist_pipeline.predict import ImageError, load_image, to_mnist
+from mnist_pipeline.predict import ImageError, classify, load_image, predict_paths, to_mnist
+from mnist_pipeline.training import to_input
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def render_digit(digit: int, size: int = 200, dark_on_light: bool = True, color: str = "black",
@@ -118,3 +124,177 @@ def test_not_a_model_file(tmp_path: Path) -> None:
     (tmp_path / "model.pt").write_bytes(b"garbage")
     result = predict("--model", str(tmp_path / "model.pt"), str(path))
     assert result.returncode == 2 and "is not a model file of this project" in result.stderr
+
+
+# --- batches, folders and patterns, the ensemble, output formats ----------------------------------------------------
+
+
+def predict_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of the CLI run in this process (a subprocess costs seconds of torch import)."""
+    monkeypatch.setattr(sys, "argv", ["predict", *args])
+    with pytest.raises(SystemExit) as stopped:
+        run(predict_module.main)
+    captured = capsys.readouterr()
+    return stopped.value.code, captured.out, captured.err
+
+
+def paths_of(stdout: str) -> list[str]:
+    return [line.split("\t")[0] for line in stdout.splitlines()]
+
+
+def test_folders_and_patterns_expand_in_input_order(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    folder, scans = tmp_path / "digits", tmp_path / "scans"
+    (folder / "sub").mkdir(parents=True)
+    scans.mkdir()
+    for name, digit in [("b.png", 2), ("a.PNG", 1), ("c.jpeg", 3), ("sub/d.png", 4), ("._a.png", 5)]:
+        render_digit(digit, size=64).save(folder / name, format="PNG" if "png" in name.lower() else "JPEG")
+    (folder / "notes.txt").write_text("not an image")
+    for name in ["y.png", "x.png", "z.gif"]:
+        render_digit(7, size=64).save(scans / name)
+    single = tmp_path / "one.png"
+    render_digit(1, size=64).save(single)
+    pattern = str(scans / "*.png")  # as a quoted pattern reaches Python: unexpanded
+    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), pattern, str(folder), str(single))
+    assert (code, err) == (0, "")
+    assert paths_of(out) == [str(scans / "x.png"), str(scans / "y.png"),
+                             str(folder / "a.PNG"), str(folder / "b.png"), str(folder / "c.jpeg"), str(single)]
+    code, out, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), str(tmp_path / "**" / "d.png"))
+    assert code == 0 and paths_of(out) == [str(folder / "sub" / "d.png")]
+
+
+@pytest.mark.parametrize("kind", ["folder", "pattern"])
+def test_a_folder_or_pattern_without_images_is_one_error(kind: str, tmp_path: Path, model_file: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    name = str(empty) if kind == "folder" else str(empty / "*.png")
+    good = tmp_path / "good.png"
+    render_digit(4, size=64).save(good)
+    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), str(good), name)
+    assert code == 2 and out == ""
+    assert err == f"error: {kind} {name} has no image files (.png .jpg .jpeg .bmp .gif .tif .tiff .webp); check the path\n"
+
+
+def test_batches_take_one_forward_pass_each_and_match_one_at_a_time(model_file: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    digits = torch.randint(0, 256, (1000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    bad = {10, 500, 999}  # unreadable files keep their place and do not count towards a batch
+
+    def fake_load(path: Path) -> torch.Tensor:  # files would cost seconds; the batching is what is tested
+        i = int(path.name)
+        if i in bad:
+            raise ImageError(f"{path}: unreadable")
+        return digits[i]
+
+    monkeypatch.setattr(predict_module, "load_image", fake_load)
+    model, info = load_model(model_file)
+    passes = []
+    model.register_forward_hook(lambda module, inputs, output: passes.append(len(inputs[0])))
+    paths = [Path(str(i)) for i in range(1000)]
+    results = list(predict_paths(paths, [(model, info)], 256, 3))
+    assert passes == [256, 256, 256, 229]  # 997 readable images
+    assert [path for path, _ in results] == paths
+    for i, (_, ranked) in enumerate(results):
+        if i in bad:
+            assert isinstance(ranked, ImageError)
+            continue
+        alone = dict(classify(model, info, digits[i:i + 1], 10)[0])  # digit -> probability, whatever the ties
+        assert [p for _, p in ranked] == pytest.approx([alone[d] for d, _ in ranked], abs=1e-5)
+        assert ranked[0][1] == pytest.approx(max(alone.values()), abs=1e-5)
+
+
+@pytest.fixture
+def ensemble_dir(tmp_path: Path) -> Path:
+    """params.yaml naming two members and their confident, differently normalised untrained models in models/."""
+    root = tmp_path / "project"
+    (root / "models").mkdir(parents=True)
+    (root / "params.yaml").write_text("models:\n  lenet: {arch: lenet}\n  mlp: {arch: mlp}\n")
+    for seed, (name, mean, std) in enumerate([("lenet", 0.5, 0.5), ("mlp", 0.1307, 0.3081)]):
+        torch.manual_seed(seed)
+        model = build_model(name)
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(30)  # peaked softmaxes, so that averaging probabilities and logits disagree
+        save_model(root / "models" / f"{name}.pt", name, model.state_dict(),
+                   {"norm_mean": mean, "norm_std": std, "channels_last": False, "epochs_run": 1, "best_epoch": 1})
+    return root
+
+
+def test_ensemble_is_the_mean_of_the_members_probabilities(ensemble_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    paths = []
+    for digit in range(6):
+        paths.append(tmp_path / f"{digit}.png")
+        render_digit(digit, size=64, dark_on_light=digit % 2 == 0).save(paths[-1])
+    code, out, err = predict_here(monkeypatch, capsys, "--ensemble", "--params", str(ensemble_dir / "params.yaml"),
+                                  "--models-dir", str(ensemble_dir / "models"), "--top", "10", "--format", "json",
+                                  *map(str, paths))
+    assert (code, err) == (0, "")
+    digits = torch.stack([load_image(p) for p in paths])
+    members = [load_model(ensemble_dir / "models" / f"{name}.pt") for name in ("lenet", "mlp")]
+    with torch.no_grad():
+        softmaxes = [model.eval()(to_input(digits, info["norm_mean"], info["norm_std"], False)).softmax(1)
+                     for model, info in members]
+    expected = (softmaxes[0] + softmaxes[1]) / 2
+    for record, path, row in zip(map(json.loads, out.splitlines()), paths, expected, strict=True):
+        assert record["path"] == str(path)
+        got = torch.zeros(10)
+        for p in record["predictions"]:
+            got[p["digit"]] = p["probability"]
+        assert torch.allclose(got, row, atol=6e-5), (path, got, row)
+
+
+def test_ensemble_names_a_missing_member_and_the_fix(ensemble_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    image = tmp_path / "three.png"
+    render_digit(3, size=64).save(image)
+    (ensemble_dir / "models" / "mlp.pt").unlink()
+    monkeypatch.chdir(ensemble_dir)  # the defaults: params.yaml and models/ here
+    code, out, err = predict_here(monkeypatch, capsys, "--ensemble", str(image))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: models/mlp.pt not found")
+    assert "`dvc repro`" in err and "`make pull`" in err
+    code, _, err = predict_here(monkeypatch, capsys, "--ensemble", "--model", "models/lenet.pt", str(image))
+    assert code == 2 and "not allowed with argument" in err
+
+
+def test_csv_has_a_header_quoted_paths_and_top_k_columns(tmp_path: Path, model_file: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    paths = [tmp_path / "a,b.png", tmp_path / 'say "two".png', tmp_path / "plain.png"]
+    for digit, path in enumerate(paths):
+        render_digit(digit, size=64).save(path)
+    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), "--format", "csv", "--top", "3",
+                                  *map(str, paths))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1].startswith(f'"{paths[0]}",')  # the comma in the name is quoted
+    header, *rows = list(csv.reader(out.splitlines()))
+    assert header == ["path", "digit", "probability", "digit_2", "probability_2", "digit_3", "probability_3"]
+    _, json_out, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--json", "--top", "3", *map(str, paths))
+    for row, path, record in zip(rows, paths, map(json.loads, json_out.splitlines()), strict=True):
+        assert row[0] == str(path)
+        assert [int(d) for d in row[1::2]] == [p["digit"] for p in record["predictions"]]
+        assert [float(p) for p in row[2::2]] == [p["probability"] for p in record["predictions"]]
+    _, out, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--format", "csv", str(paths[2]))
+    assert next(csv.reader(out.splitlines())) == ["path", "digit", "probability"]
+
+
+def test_json_flag_is_the_json_format(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "six.png"
+    render_digit(6, size=64).save(path)
+    _, alias, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--top", "2", "--json", str(path))
+    _, long, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--top", "2", "--format", "json", str(path))
+    assert alias == long and json.loads(alias)["path"] == str(path)
+
+
+def test_make_predict_maps_model_format_and_top(tmp_path: Path) -> None:
+    def dry_run(*args: str) -> str:
+        return subprocess.run(["make", "-n", "-s", "-o", ".venv/.installed", "predict", *args], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+
+    assert dry_run("MODEL=lenet", "IMAGES=a.png 'scans/*.png'").endswith(
+        "predict --model models/lenet.pt --format text --top 1 a.png 'scans/*.png'")
+    assert dry_run("MODEL=ensemble", "IMAGES=digits/", "FORMAT=csv", "TOP=3").endswith(
+        "predict --ensemble --format csv --top 3 digits/")

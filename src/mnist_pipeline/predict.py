@@ -1,35 +1,80 @@
-"""Classify your own digit images with a trained model, preprocessed the way MNIST was made.
+"""Classify your own digit images with a trained model or the ensemble, preprocessed the way MNIST was made.
 
-    python -m mnist_pipeline.predict --model models/lenet.pt a.png b.jpg [--top 3] [--json]
+    python -m mnist_pipeline.predict --model models/lenet.pt a.png digits/ 'scans/*.png' [--top 3] [--format csv]
+    python -m mnist_pipeline.predict --ensemble digits/
 
-Any size, colour or background: grayscale; invert when the background is light; crop to the ink;
-scale to fit 20x20 keeping the aspect ratio; paste into 28x28 with the centre of mass at the centre.
-One line per image; an unreadable file gets one error line and the others are still classified.
+Inputs are image files, folders (their image files, sorted by name, not recursive) or glob patterns
+(quoted ones are expanded here; ** reaches into subfolders). Image files: .png .jpg .jpeg .bmp .gif
+.tif .tiff .webp, any case. Any size, colour or background: grayscale; invert when the background
+is light; crop to the ink; scale to fit 20x20 keeping the aspect ratio; paste into 28x28 with the
+centre of mass at the centre. Images are read one by one and classified --batch-size at a time.
+Output is in input order, one line (text, json) or row (csv) per image; an unreadable file gets one
+`error:` line on stderr, the others are still classified, and the exit status is 1.
+csv columns: path,digit,probability, then digit_2,probability_2 ... up to --top.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import glob
 import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 from mnist_pipeline.checkpoint import load_model
+from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.evaluation import mean_softmax
+from mnist_pipeline.params import load_params, model_names
 from mnist_pipeline.training import predict_logits
 
 MAX_PIXELS = 25_000_000  # larger images are refused as possible decompression bombs
 MAX_FILE_BYTES = 50 * 1024 * 1024
 INK_THRESHOLD = 0.25  # share of the darkest-to-brightest range that counts as ink
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what folders and patterns pick
+FORMATS = ("text", "json", "csv")
+
+Member = tuple[torch.nn.Module, dict]  # a loaded model and its info, as load_model returns them
 
 
 class ImageError(PipelineError):
     """An input image that cannot be classified; the message names the file."""
+
+
+def is_image_file(path: Path) -> bool:
+    """A file whose suffix names an image format; hidden files such as macOS's ._x.png are not images."""
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def collect_images(inputs: Iterable[str]) -> list[Path]:
+    """Image paths in input order: a file as named, a folder's image files by name, a pattern's matches sorted.
+
+    A named file is kept even when it is missing or not an image, so that it gets its own error line
+    later; a folder or pattern that yields no image file is an error for the whole run.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if is_image_file(p))
+            kind = "folder"
+        elif not path.exists() and any(c in item for c in "*?["):  # quoted for the shell, so left to us
+            found = [Path(p) for p in sorted(glob.glob(item, recursive=True)) if is_image_file(Path(p))]
+            kind = "pattern"
+        else:
+            paths.append(path)
+            continue
+        if not found:
+            raise PipelineError(f"{kind} {item} has no image files ({' '.join(IMAGE_SUFFIXES)}); check the path")
+        paths.extend(found)
+    return paths
 
 
 def read_grayscale(path: Path) -> torch.Tensor:
@@ -97,42 +142,123 @@ def load_image(path: Path) -> torch.Tensor:
         raise ImageError(f"{path}: {e}") from None
 
 
-def classify(model: torch.nn.Module, info: dict, digits: torch.Tensor, top: int) -> list[list[tuple[int, float]]]:
-    """For (N, 28, 28) uint8 digits, the `top` most likely (digit, probability) pairs of each."""
-    probs = predict_logits(model, digits, 256, info["norm_mean"], info["norm_std"], info["channels_last"]).softmax(1)
+def probabilities(members: list[Member], digits: torch.Tensor) -> torch.Tensor:
+    """(N, 10) probabilities of (N, 28, 28) uint8 digits, one forward pass per model, averaged as the ensemble stage does."""
+    batch = max(len(digits), 1)
+    logits = [predict_logits(model, digits, batch, info["norm_mean"], info["norm_std"], info["channels_last"])
+              for model, info in members]
+    if len(logits) == 1:
+        return logits[0].softmax(1)
+    return mean_softmax(logits).exp()  # mean of the probabilities, not of the logits
+
+
+def rank(probs: torch.Tensor, top: int) -> list[list[tuple[int, float]]]:
+    """The `top` most likely (digit, probability) pairs of each row of (N, 10) probabilities."""
     values, indices = probs.topk(top, dim=1)
     return [[(int(i), float(v)) for i, v in zip(row_i, row_v)] for row_i, row_v in zip(indices, values)]
 
 
+def classify(model: torch.nn.Module, info: dict, digits: torch.Tensor, top: int) -> list[list[tuple[int, float]]]:
+    """For (N, 28, 28) uint8 digits, the `top` most likely (digit, probability) pairs of each."""
+    return rank(probabilities([(model, info)], digits), top)
+
+
+def predict_paths(paths: Iterable[Path], members: list[Member], batch_size: int,
+                  top: int) -> Iterator[tuple[Path, list[tuple[int, float]] | ImageError]]:
+    """(path, ranked digits) per image or (path, ImageError) per unreadable file, in input order.
+
+    Images are read one at a time, since they differ in size, and classified batch_size at a time.
+    """
+    pending: list[tuple[Path, torch.Tensor | ImageError]] = []
+
+    def flush() -> Iterator[tuple[Path, list[tuple[int, float]] | ImageError]]:
+        digits = [x for _, x in pending if isinstance(x, torch.Tensor)]
+        ranked = iter(rank(probabilities(members, torch.stack(digits)), top) if digits else [])
+        for path, x in pending:
+            yield path, next(ranked) if isinstance(x, torch.Tensor) else x
+        pending.clear()
+
+    count = 0
+    for path in paths:
+        try:
+            pending.append((path, load_image(path)))
+            count += 1
+        except ImageError as e:
+            pending.append((path, e))
+        if count == batch_size:
+            yield from flush()
+            count = 0
+    yield from flush()
+
+
+def load_members(model_file: Path | None, params_file: Path, models_dir: Path) -> list[Member]:
+    """The one model named, or every model in params.yaml for the ensemble; a missing member names the fix."""
+    if model_file is not None:
+        return [load_model(model_file)]
+    names = model_names(load_params(params_file))
+    members = []
+    for name in names:
+        path = models_dir / f"{name}.pt"
+        if not path.is_file():
+            raise PipelineError(f"{path} not found (the ensemble averages {', '.join(names)} from {params_file}); "
+                                "train the models with `dvc repro` or fetch them with `make pull`")
+        members.append(load_model(path))
+    return members
+
+
+class Writer:
+    """Prints ranked digits in one of FORMATS; csv goes through the csv module so paths with commas are quoted."""
+
+    def __init__(self, fmt: str, top: int) -> None:
+        self.fmt = fmt
+        if fmt == "csv":
+            self.csv = csv.writer(sys.stdout, lineterminator="\n")
+            extra = [f"{name}_{k}" for k in range(2, top + 1) for name in ("digit", "probability")]
+            self.csv.writerow(["path", "digit", "probability", *extra])
+
+    def write(self, path: Path, ranked: list[tuple[int, float]]) -> None:
+        """One line or row for one image."""
+        if self.fmt == "json":
+            predictions = [{"digit": d, "probability": round(p, 4)} for d, p in ranked]
+            print(json.dumps({"path": str(path), "predictions": predictions}))
+        elif self.fmt == "csv":
+            self.csv.writerow([str(path), *(v for d, p in ranked for v in (d, f"{p:.4f}"))])
+        else:
+            print(f"{path}\t" + "\t".join(f"{d} ({p:.3f})" for d, p in ranked))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
-    parser.add_argument("--model", required=True, type=Path, help="model file, e.g. models/lenet.pt")
+    parser = argparse.ArgumentParser(prog="python -m mnist_pipeline.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", type=Path, help="model file, e.g. models/lenet.pt")
+    which.add_argument("--ensemble", action="store_true",
+                       help="average the probabilities of every model in --params, as the ensemble stage does")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file naming the ensemble's models")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"), help="folder of the ensemble's <model>.pt files")
     parser.add_argument("--top", type=int, default=1, help="how many digits to list per image (1-10)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    parser.add_argument("--format", choices=FORMATS, default="text",
+                        help="text: path<TAB>digit (probability); json: one object per line; csv: a header, then a row per image")
+    parser.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     args = parser.parse_args()
     if not 1 <= args.top <= 10:
         parser.error(f"--top {args.top}: must be between 1 and 10")
-    try:
-        model, info = load_model(args.model)
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: must be at least 1")
+    paths = collect_images(args.images)
+    members = load_members(args.model, args.params, args.models_dir)
+    writer = Writer(args.format, args.top)
     failed = 0
-    for path in args.images:
-        try:
-            digit = load_image(path)
-        except ImageError as e:
-            print(f"error: {e}", file=sys.stderr)
+    for path, result in predict_paths(paths, members, args.batch_size, args.top):
+        if isinstance(result, ImageError):
+            print(f"error: {result}", file=sys.stderr)
             failed += 1
-            continue
-        ranked = classify(model, info, digit[None], args.top)[0]
-        if args.json:
-            print(json.dumps({"path": str(path), "predictions": [{"digit": d, "probability": round(p, 4)} for d, p in ranked]}))
         else:
-            print(f"{path}\t" + "\t".join(f"{d} ({p:.3f})" for d, p in ranked))
+            writer.write(path, result)
     sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
