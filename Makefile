@@ -11,6 +11,8 @@ export PATH := $(BIN):$(PATH)
 
 MODEL ?= lenet
 IMAGES ?=
+FORMAT ?= text
+TOP ?= 1
 SMOKE_DIR ?= build/smoke
 
 .PHONY: help install repro smoke test check-lock exps push pull predict bench bench-quick bench-formats isacheck mutation clean-venv
@@ -64,9 +66,10 @@ push: $(STAMP) ## send data, tensors, models and logits to the team's DVC remote
 pull: $(STAMP) ## get data, models and logits from the team's DVC remote instead of retraining
 	python -m mnist_pipeline.remote pull
 
-predict: $(STAMP) ## classify your own digit images: make predict MODEL=lenet IMAGES="a.png b.jpg"
+# The command is not echoed, so that `make predict FORMAT=csv > out.csv` writes only csv.
+predict: $(STAMP) ## classify digit images, folders, 'globs': make predict MODEL=lenet|ensemble IMAGES="a.png digits/" FORMAT=csv TOP=3
 	@test -n "$(IMAGES)" || { echo 'error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"' >&2; exit 2; }
-	python -m mnist_pipeline.predict --model models/$(MODEL).pt $(IMAGES)
+	@python -m mnist_pipeline.predict $(if $(filter ensemble,$(MODEL)),--ensemble,--model models/$(MODEL).pt) --format $(FORMAT) --top $(TOP) $(IMAGES)
 
 bench: $(STAMP) ## throughput of the seeds' DataLoader way vs ours, and lenet time-to-accuracy (needs data/raw)
 	python -m mnist_pipeline.bench
