@@ -31,7 +31,6 @@ from torchvision.transforms.v2 import functional as TF
 from mnist_pipeline.checkpoint import load_model
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.evaluation import mean_softmax
 from mnist_pipeline.params import load_params, model_names
 from mnist_pipeline.training import predict_logits
 
@@ -149,6 +148,8 @@ def probabilities(members: list[Member], digits: torch.Tensor) -> torch.Tensor:
               for model, info in members]
     if len(logits) == 1:
         return logits[0].softmax(1)
+    from mnist_pipeline.evaluation import mean_softmax  # imports scikit-learn: 1.6 s of start-up only the ensemble pays
+
     return mean_softmax(logits).exp()  # mean of the probabilities, not of the logits
 
 
