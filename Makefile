@@ -15,7 +15,7 @@ FORMAT ?= text
 TOP ?= 1
 SMOKE_DIR ?= build/smoke
 
-.PHONY: help install repro smoke test check-lock exps push pull predict bench bench-quick bench-formats isacheck mutation clean-venv
+.PHONY: help install repro smoke test check-lock exps push pull predict bench bench-quick bench-levers isacheck mutation clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,14 +71,14 @@ predict: $(STAMP) ## classify digit images, folders, 'globs': make predict MODEL
 	@test -n "$(IMAGES)" || { echo 'error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"' >&2; exit 2; }
 	@python -m mnist_pipeline.predict $(if $(filter ensemble,$(MODEL)),--ensemble,--model models/$(MODEL).pt) --format $(FORMAT) --top $(TOP) $(IMAGES)
 
-bench: $(STAMP) ## throughput of the seeds' DataLoader way vs ours, and lenet time-to-accuracy (needs data/raw)
+bench: $(STAMP) ## images/s the seeds' DataLoader way vs ours (median ± spread, torch.utils.benchmark), lenet time-to-accuracy (needs data/raw)
 	python -m mnist_pipeline.bench
 
-bench-quick: $(STAMP) ## the throughput part only, on fewer images (under 10 minutes)
+bench-quick: $(STAMP) ## the same comparison with 2-second measurements, no time-to-accuracy
 	python -m mnist_pipeline.bench --quick
 
-bench-formats: $(STAMP) ## our path per model: channels-last and bf16 autocast on and off (about 3 minutes)
-	python -m mnist_pipeline.bench --formats
+bench-levers: $(STAMP) ## our path per model under each speed lever: NCHW/NHWC x fp32/bf16, torch.compile, 2x batch
+	python -m mnist_pipeline.bench --levers
 
 isacheck: $(STAMP) ## weights after 6 SGD steps per model under capped instruction sets: same digest = same kernels (~12 min)
 	python -m mnist_pipeline.isacheck

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from mnist_pipeline import bench
-from mnist_pipeline.bench import FORMATS, format_rates, seed_loader, throughput
+from mnist_pipeline.bench import seed_loader, throughput
 from mnist_pipeline.data import load_raw
 from mnist_pipeline.params import load_params, model_params
 
@@ -49,46 +50,98 @@ def test_seed_loader_rotates_when_the_seed_did(tiny_raw: Path) -> None:
 
 
 def test_both_paths_train_on_the_same_images(tiny_raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, list[bytes]] = {}
+    seen: dict[str, list] = {"seed": [], "ours": [], "recipe": []}
 
     def seed_epoch(model, optimizer, loader) -> int:
         x = torch.cat([batch for batch, _ in loader])
-        seen["seed"] = as_bytes(unnormalise(x, 0.0, 1.0))
+        seen["seed"].append(as_bytes(unnormalise(x, 0.0, 1.0)))
         return len(x)
 
-    def our_rate(images: torch.Tensor, labels: torch.Tensor, recipe) -> float:
-        seen["ours"] = as_bytes(images)
-        seen["recipe"] = recipe
-        return 1.0
+    def train_one_epoch(model, optimizer, scheduler, images, labels, recipe, generator, *rest) -> tuple[float, float]:
+        seen["ours"].append(as_bytes(images))
+        seen["recipe"].append(recipe)
+        return 0.0, 0.0
 
     monkeypatch.setattr(bench, "seed_epoch", seed_epoch)
-    monkeypatch.setattr(bench, "our_rate", our_rate)
+    monkeypatch.setattr(bench, "train_one_epoch", train_one_epoch)
     committed = model_params(load_params(PARAMS), "cnn2")
-    throughput(tiny_raw, "cnn2", images=64, committed=committed)
-    assert len(seen["ours"]) == 64 and seen["seed"] == seen["ours"]
+    throughput(tiny_raw, "cnn2", images=64, committed=committed, threads=1, min_run_time=0.01)
+    # every timed pass, both ways, saw the same 64 images
+    assert len(seen["seed"]) >= 5 and len(seen["ours"]) >= 5
+    assert all(images == seen["seed"][0] for images in seen["seed"] + seen["ours"]) and len(seen["seed"][0]) == 64
     # ours differs from the seed's recipe only in the committed memory format and autocast
-    assert seen["recipe"] == dataclasses.replace(bench.seed_recipe("cnn2"), channels_last=committed.channels_last,
-                                                 bf16=committed.bf16)
+    assert set(seen["recipe"]) == {dataclasses.replace(bench.seed_recipe("cnn2"), channels_last=committed.channels_last,
+                                                       bf16=committed.bf16)}
 
 
 def test_both_paths_train_and_report_a_rate(tiny_raw: Path) -> None:
     committed = model_params(load_params(PARAMS), "cnn2")  # bf16 + channels_last
-    seed_rate, our_rate = throughput(tiny_raw, "cnn2", images=64, committed=committed)
-    assert seed_rate > 0 and our_rate > 0
+    seed_rate, our_rate = throughput(tiny_raw, "cnn2", images=64, committed=committed, threads=1, min_run_time=0.01)
+    assert seed_rate.median > 0 and our_rate.median > 0 and seed_rate.spread >= 0 and our_rate.spread >= 0
 
 
-def test_format_rates_time_all_four_variants(tiny_raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    timed: list[tuple[bool, bool, int]] = []
+def test_measure_gives_the_median_rate_its_spread_and_the_first_calls_extra_seconds() -> None:
+    # a slow first pass (compilation), a steady one, then passes alternating 0.10 / 0.15 s (long enough that
+    # torch.utils.benchmark times them one by one, as it does real training passes)
+    durations = iter([0.5, 0.15, *([0.10, 0.15] * 50)])
 
-    def our_rate(images: torch.Tensor, labels: torch.Tensor, recipe) -> float:
-        timed.append((recipe.channels_last, recipe.bf16, len(images)))
-        return float(len(timed))
+    def work() -> None:
+        time.sleep(next(durations))
 
-    monkeypatch.setattr(bench, "our_rate", our_rate)
+    rate = bench.measure(work, images=100, threads=1, min_run_time=0.0, replicates=5)
+    assert 100 / 0.15 <= rate.median <= 100 / 0.10
+    assert 0.1 < rate.spread < 0.4  # quartiles near 667 and 1,000 images/s
+    assert 0.3 < rate.warmup_s < 0.45  # 0.5 s first pass minus a 0.15 s steady one
+
+
+def test_measure_times_at_least_the_replicates_asked_for() -> None:
+    calls: list[int] = []
+
+    def work() -> None:
+        calls.append(1)
+        time.sleep(0.02)
+
+    bench.measure(work, images=10, threads=1, min_run_time=0.0, replicates=7)
+    assert len(calls) >= 2 + 7  # two warm-up passes, then the replicates
+
+
+def test_lever_rates_time_every_lever(tiny_raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    timed: list[tuple[bool, bool, int, bool, int]] = []
+
+    def our_work(images: torch.Tensor, labels: torch.Tensor, recipe, compile: bool = False):
+        timed.append((recipe.channels_last, recipe.bf16, recipe.batch_size, compile, len(images)))
+        return lambda: None
+
+    monkeypatch.setattr(bench, "our_work", our_work)
+    recipe = model_params(load_params(PARAMS), "lenet")  # NHWC bf16, batch 200
+    rates = bench.lever_rates(tiny_raw, dataclasses.replace(recipe, batch_size=8), batches=2, threads=1, min_run_time=0.0)
+    assert list(rates) == ["NCHW fp32", "NHWC fp32", "NCHW bf16", "NHWC bf16", "torch.compile", "2x batch"]
+    assert timed == [(False, False, 8, False, 16), (True, False, 8, False, 16), (False, True, 8, False, 16),
+                     (True, True, 8, False, 16), (True, True, 8, True, 16), (True, True, 16, False, 32)]
+    assert all(rate.median > 0 for rate in rates.values())
+
+
+def test_the_compile_lever_trains_the_compiled_module(tiny_raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[torch.nn.Module] = []
+    trained: list[torch.nn.Module] = []
+
+    def fake_compile(model: torch.nn.Module) -> torch.nn.Module:
+        wrapper = torch.nn.Sequential(model)  # stands in for the OptimizedModule torch.compile returns
+        compiled.append(model)
+        return wrapper
+
+    def train_one_epoch(model, *rest) -> tuple[float, float]:
+        trained.append(model)
+        return 0.0, 0.0
+
+    monkeypatch.setattr(bench.torch, "compile", fake_compile)
+    monkeypatch.setattr(bench, "train_one_epoch", train_one_epoch)
     recipe = model_params(load_params(PARAMS), "lenet")
-    assert format_rates(tiny_raw, recipe, images=32) == [1.0, 2.0, 3.0, 4.0]
-    assert timed == [(channels_last, bf16, 32) for channels_last, bf16 in FORMATS]
-    assert set(FORMATS) == {(False, False), (True, False), (False, True), (True, True)}
+    images, labels = bench.load_raw(tiny_raw, train=True)
+    bench.our_work(images[:32], labels[:32], recipe, compile=True)()
+    assert len(compiled) == 1 and isinstance(trained[0], torch.nn.Sequential) and trained[0][0] is compiled[0]
+    bench.our_work(images[:32], labels[:32], recipe)()
+    assert len(compiled) == 1 and trained[1].__class__.__name__ == "LeNet" or not isinstance(trained[1], torch.nn.Sequential)
 
 
 def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:

@@ -1,24 +1,29 @@
 """Benchmark: the seeds' way of training (torchvision dataset + PIL transforms + DataLoader) against ours.
 
-    python -m mnist_pipeline.bench [--quick | --formats] [--raw data/raw]
+    python -m mnist_pipeline.bench [--quick | --levers] [--raw data/raw] [--min-run-time 3]
 
-For each seed model, the same number of training images, the same model, optimiser and batch size,
-trained (a) the seeds' way and (b) through our tensor-resident path; prints images/s and the ratio.
-The full mode also times lenet to the seed's 99.16% test accuracy under the seed's recipe the
-seed's way, and under our committed recipe our way. --formats times our path alone for every model
-in both memory formats, with and without bf16 autocast. Needs `dvc repro download` first.
+Every rate is measured with torch.utils.benchmark: one warm-up call, then replicates until
+--min-run-time seconds are spent; the table gives the median images/s and the spread (half the
+interquartile range, as a share of the median). For each seed model, the same images, model,
+optimiser and batch size are trained (a) the seeds' way and (b) through our tensor-resident path.
+The full mode also times lenet to the seed's 99.16% test accuracy under the seed's recipe the seed's
+way, and under our committed recipe our way (one run each: a time-to-accuracy has no replicates).
+--levers times our path alone for every model, one column per speed lever: memory format x
+precision, torch.compile (with its compile seconds), twice the batch size. Needs `dvc repro download`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch.utils import benchmark
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
@@ -48,13 +53,18 @@ def seed_recipe(name: str) -> ModelParams:
 
 
 def seed_loader(raw: Path, name: str, images: int, batch_size: int | None = None) -> DataLoader:
-    """torchvision MNIST with the seed's PIL transforms, as its DataLoader."""
+    """torchvision MNIST with the seed's PIL transforms, as its DataLoader.
+
+    Worker processes, where the seed used them, persist between passes: a bench pass is a few
+    batches, and restarting workers each time would charge the seeds' way a cost a real epoch spreads.
+    """
     cfg = SEED_LOADERS[name]
     steps = ([transforms.RandomRotation(cfg["rotate"])] if cfg["rotate"] else []) + [
         transforms.ToTensor(), transforms.Normalize((cfg["mean"],), (cfg["std"],))]
     dataset = datasets.MNIST(raw, train=True, download=False, transform=transforms.Compose(steps))
     return DataLoader(Subset(dataset, range(min(images, len(dataset)))), batch_size=batch_size or cfg["batch_size"], shuffle=True,
-                      num_workers=cfg["workers"], generator=torch.Generator().manual_seed(0))
+                      num_workers=cfg["workers"], persistent_workers=cfg["workers"] > 0,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def seed_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader) -> int:
@@ -69,50 +79,97 @@ def seed_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader:
     return seen
 
 
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """Images/s from a torch.utils.benchmark measurement."""
+
+    median: float  # images/s at the median time
+    spread: float  # half the interquartile range of the replicates' rates, as a share of the median
+    warmup_s: float = 0.0  # seconds the first pass took beyond a steady one: torch.compile's compilation
+
+    def __str__(self) -> str:
+        return f"{self.median:,.0f} ±{100 * self.spread:.0f}%"
+
+
+def measure(work: Callable[[], Any], images: int, threads: int, min_run_time: float, replicates: int = 5) -> Rate:
+    """Time `work` (one pass over `images` images): two warm-up calls, then at least `replicates` timed passes
+    and at least min_run_time seconds of them."""
+    start = time.perf_counter()
+    work()  # oneDNN primitive creation, first-touch allocation, torch.compile
+    first_call = time.perf_counter() - start
+    start = time.perf_counter()
+    work()
+    steady = time.perf_counter() - start
+    timer = benchmark.Timer(stmt="work()", globals={"work": work}, num_threads=threads)
+    measurement = timer.blocked_autorange(min_run_time=max(min_run_time, replicates * steady))
+    times = measurement.times
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    median = images / measurement.median
+    return Rate(median=median, spread=(images / q1 - images / q3) / 2 / median, warmup_s=first_call - steady)
+
+
 def our_setup(recipe: ModelParams, images: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
-    """A freshly seeded model in the recipe's memory format, its optimizer and its schedule over `images` per epoch."""
+    """A freshly seeded model in the recipe's memory format, its optimizer and its schedule.
+
+    The schedule spans many more passes than a bench makes (OneCycleLR refuses a step past its end).
+    """
     torch.manual_seed(0)
     model = build_model(recipe.arch)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, recipe)
-    return model, optimizer, build_scheduler(optimizer, recipe, len(batch_slices(images, recipe.batch_size)))
+    long_run = dataclasses.replace(recipe, epochs=100_000)
+    return model, optimizer, build_scheduler(optimizer, long_run, len(batch_slices(images, recipe.batch_size)))
 
 
-def our_rate(images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams) -> float:
-    """Images/s of one epoch of our training path over (N, 28, 28) uint8 images, fresh model."""
+def our_work(images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams, compile: bool = False) -> Callable[[], Any]:
+    """One pass of our training path over (N, 28, 28) uint8 images per call, on a model built once."""
     model, optimizer, scheduler = our_setup(recipe, len(images))
-    start = time.perf_counter()
-    train_one_epoch(model, optimizer, scheduler, images, labels, recipe, torch.Generator().manual_seed(0))
-    return len(images) / (time.perf_counter() - start)
+    trained = torch.compile(model) if compile else model
+    generator = torch.Generator().manual_seed(0)
+    return lambda: train_one_epoch(trained, optimizer, scheduler, images, labels, recipe, generator)
 
 
-def throughput(raw: Path, name: str, images: int, committed: ModelParams) -> tuple[float, float]:
-    """Images/s the seeds' way and our way, same model, optimiser, batch size and image count.
-
-    Our way takes the memory format and bf16 autocast of the committed recipe (params.yaml).
-    """
+def seed_work(raw: Path, name: str, images: int) -> Callable[[], Any]:
+    """One pass the seeds' way over the first `images` training images per call, on a model built once."""
     recipe = seed_recipe(name)
     torch.manual_seed(0)
     model = build_model(name)
     optimizer = build_optimizer(model, recipe)
-    start = time.perf_counter()
-    seen = seed_epoch(model, optimizer, seed_loader(raw, name, images))
-    seed_rate = seen / (time.perf_counter() - start)
+    loader = seed_loader(raw, name, images)
+    return lambda: seed_epoch(model, optimizer, loader)
+
+
+def throughput(raw: Path, name: str, images: int, committed: ModelParams, threads: int = 2,
+               min_run_time: float = 3.0) -> tuple[Rate, Rate]:
+    """Images/s the seeds' way and our way, same model, optimiser, batch size and images.
+
+    Our way takes the memory format and bf16 autocast of the committed recipe (params.yaml).
+    """
+    seed_rate = measure(seed_work(raw, name, images), images, threads, min_run_time)
     train_images, train_labels = load_raw(raw, train=True)
-    ours = dataclasses.replace(recipe, channels_last=committed.channels_last, bf16=committed.bf16)
-    return seed_rate, our_rate(train_images[:images], train_labels[:images], ours)
+    ours = dataclasses.replace(seed_recipe(name), channels_last=committed.channels_last, bf16=committed.bf16)
+    our_rate = measure(our_work(train_images[:images], train_labels[:images], ours), images, threads, min_run_time)
+    return seed_rate, our_rate
 
 
 FORMATS = ((False, False), (True, False), (False, True), (True, True))  # (channels_last, bf16)
 
 
-def format_rates(raw: Path, recipe: ModelParams, images: int) -> list[float]:
-    """Images/s of our path for one committed recipe in each (memory format, bf16 autocast) of FORMATS."""
+def lever_rates(raw: Path, recipe: ModelParams, batches: int, threads: int, min_run_time: float) -> dict[str, Rate]:
+    """Images/s of our path for one committed recipe under each lever, keyed by the lever's column name."""
     train_images, train_labels = load_raw(raw, train=True)
-    return [our_rate(train_images[:images], train_labels[:images],
-                     dataclasses.replace(recipe, channels_last=channels_last, bf16=bf16))
-            for channels_last, bf16 in FORMATS]
+
+    def rate(lever: ModelParams, compile: bool = False) -> Rate:
+        images = batches * lever.batch_size
+        work = our_work(train_images[:images], train_labels[:images], lever, compile)
+        return measure(work, images, threads, min_run_time)
+
+    rates = {f"{'NHWC' if channels_last else 'NCHW'} {'bf16' if bf16 else 'fp32'}":
+             rate(dataclasses.replace(recipe, channels_last=channels_last, bf16=bf16)) for channels_last, bf16 in FORMATS}
+    rates["torch.compile"] = rate(recipe, compile=True)
+    rates["2x batch"] = rate(dataclasses.replace(recipe, batch_size=2 * recipe.batch_size))
+    return rates
 
 
 def accuracy_on(model: torch.nn.Module, test: tuple[torch.Tensor, torch.Tensor], mean: float, std: float,
@@ -158,41 +215,51 @@ def time_to_accuracy_our_way(raw: Path, recipe: ModelParams) -> tuple[float | No
     return None, accuracy
 
 
+PASS_IMAGES = {"resnet18": 1_280, "mlp": 6_400, "lenet": 6_000, "cnn6": 6_400, "cnn2": 6_400}  # per timed pass
+LEVER_BATCHES = {"resnet18": 2, "bnnet": 8}  # batches per timed pass; 16 for the others
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="download stage output")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the pipeline's train.threads)")
-    parser.add_argument("--quick", action="store_true", help="fewer images, no time-to-accuracy (under 10 minutes)")
-    parser.add_argument("--formats", action="store_true",
-                        help="only our path, every model: NCHW/NHWC x float32/bf16 autocast (what params.yaml picks from)")
+    parser.add_argument("--min-run-time", type=float, default=None,
+                        help="seconds of timed passes per rate, after warm-up (default 10; 2 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="shorter measurements, no time-to-accuracy")
+    parser.add_argument("--levers", action="store_true",
+                        help="only our path, every model: format x precision, torch.compile, 2x batch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
-    if args.formats:
-        print(f"torch {torch.__version__}, {args.threads} threads; images/s of our training path, committed recipes\n")
-        print("| model | batch | images | NCHW fp32 | NHWC fp32 | NCHW bf16 | NHWC bf16 | params.yaml |")
-        print("|---|---:|---:|---:|---:|---:|---:|---|")
+    if args.min_run_time is None:
+        args.min_run_time = 2.0 if args.quick else 10.0
+    header = (f"torch {torch.__version__}, {args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+              f"median images/s while training ±half the IQR, torch.utils.benchmark, {args.min_run_time:g} s per rate")
+    if args.levers:
+        print(f"{header}; our path, committed recipes\n")
+        columns = [f"{'NHWC' if cl else 'NCHW'} {'bf16' if bf16 else 'fp32'}" for cl, bf16 in FORMATS]
+        columns += ["torch.compile", "2x batch"]
+        print(f"| model | batch | {' | '.join(columns)} | compile s | params.yaml |")
+        print("|---|---:|" + "---:|" * len(columns) + "---:|---|")
         for name in model_names(params):
             recipe = model_params(params, name)
-            images = {"resnet18": 2_560, "bnnet": 5_000}.get(recipe.arch, 10_000)
-            rates = " | ".join(f"{rate:,.0f}" for rate in format_rates(args.raw, recipe, images))
+            rates = lever_rates(args.raw, recipe, LEVER_BATCHES.get(recipe.arch, 16), args.threads, args.min_run_time)
             picked = f"{'NHWC' if recipe.channels_last else 'NCHW'} {'bf16' if recipe.bf16 else 'fp32'}"
-            print(f"| {name} | {recipe.batch_size} | {images:,} | {rates} | {picked} |", flush=True)
+            print(f"| {name} | {recipe.batch_size} | {' | '.join(str(rates[c]) for c in columns)} | {rates['torch.compile'].warmup_s:.0f} | "
+                  f"{picked} |", flush=True)
         return
-    sizes = {"resnet18": 2_560, "mlp": 20_000, "lenet": 10_000, "cnn6": 10_000, "cnn2": 10_000} if args.quick else \
-        {"resnet18": 12_800, "mlp": 60_000, "lenet": 60_000, "cnn6": 60_000, "cnn2": 60_000}
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU; images/s while training, same model, "
-          "optimiser and batch size both ways\n")
-    print("| model | batch | images | seeds' way (DataLoader + PIL) | ours (tensors) | ratio |")
+    print(f"{header}; same model, optimiser, batch size and images both ways\n")
+    print("| model | batch | images per pass | seeds' way (DataLoader + PIL) | ours (tensors) | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, images in sizes.items():
-        seed_rate, our_rate = throughput(args.raw, name, images, model_params(params, name))
-        print(f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {seed_rate:,.0f} | {our_rate:,.0f} | "
-              f"{our_rate / seed_rate:.2f}x |", flush=True)
+    for name, images in PASS_IMAGES.items():
+        seed_rate, our_rate = throughput(args.raw, name, images, model_params(params, name), args.threads,
+                                         args.min_run_time)
+        print(f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {seed_rate} | {our_rate} | "
+              f"{our_rate.median / seed_rate.median:.2f}x |", flush=True)
     if args.quick:
         return
-    print(f"\nlenet, training seconds until test accuracy >= {SEED_ACCURACY:.2%} (checked after each epoch):")
+    print(f"\nlenet, training seconds until test accuracy >= {SEED_ACCURACY:.2%} (checked after each epoch; one run):")
     seconds, accuracy = time_to_accuracy_seed_way(args.raw, epochs=10)
     print(f"- seed recipe (SGD 0.1, constant), the seeds' way: "
           + (f"{seconds:.0f} s" if seconds else f"not reached in 10 epochs (last: {accuracy:.2%})"), flush=True)
