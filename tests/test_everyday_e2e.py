@@ -51,8 +51,9 @@ def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path, monkeypatch: py
     assert shown.returncode == 0, shown.stderr
     assert max(len(line.rstrip()) for line in shown.stdout.splitlines()) <= 160, shown.stdout
     header, rows = table(shown.stdout)
-    assert header == ["Experiment", *(f"{m}.acc" for m in models), "models.mlp.lr"]
-    grid = {row[-1]: row[models.index("mlp")] for name, row in rows.items() if name.startswith(("├", "└"))}
+    assert header == ["Experiment", "State", *(f"{m}.acc" for m in models), "models.mlp.lr"]  # the queue adds State
+    grid = {row[-1]: row[1 + models.index("mlp")] for name, row in rows.items() if name.startswith(("├", "└"))}
+    assert {row[0] for name, row in rows.items() if name.startswith(("├", "└"))} == {"Success"}
     assert grid == {str(lr): str(accuracies[lr]) for lr in (0.02, 0.2)}
 
 

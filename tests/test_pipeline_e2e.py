@@ -117,7 +117,7 @@ def test_changing_one_lr_reruns_only_that_model(repo: Path) -> None:
     old_lr = yaml.safe_load((repo / "params.yaml").read_text())["models"]["lenet"]["lr"]
     new_lr = old_lr / 2
     set_param(repo, "lenet", "lr", new_lr)
-    assert stages_run(dvc(repo, "repro")) == {"train@lenet", "evaluate@lenet", "ensemble", "plot"}
+    assert stages_run(dvc(repo, "repro")) == {"train@lenet", "evaluate@lenet", "ensemble", "summary", "plot"}
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "lenet: half the lr")
     # the rerun's commit passes check-lock in a fresh clone (no data, no cache), as the PR check runs it
@@ -181,7 +181,7 @@ def test_sigkill_mid_training_resumes_to_identical_weights(repo: Path) -> None:
 
 
 STAGE_SCRIPTS = {"download": "download", "preprocess": "preprocess", "train": "train", "evaluate": "evaluate",
-                 "ensemble": "ensemble", "plot": "plot"}
+                 "ensemble": "ensemble", "summary": "summary", "plot": "plot"}
 
 
 def imported_modules(repo: Path, script: str) -> set[str]:

@@ -43,8 +43,8 @@ def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(repo: 
     failed = tool(work, "lockcheck")
     assert failed.returncode == 1
     assert f"stale: train@lenet: params models.lenet.lr {old} → 0.0123" in failed.stdout.splitlines()
-    # ensemble and plot read the whole models: section, so they are stale too; no other model is
-    assert stale_stages(failed.stdout) == {"train@lenet", "ensemble", "plot"}
+    # ensemble, summary and plot read the whole models: section, so they are stale too; no other model is
+    assert stale_stages(failed.stdout) == {"train@lenet", "ensemble", "summary", "plot"}
     assert failed.stdout.splitlines()[-1].startswith("dvc.lock is stale: run `dvc repro`")
 
 
