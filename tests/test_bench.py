@@ -141,7 +141,7 @@ def test_the_compile_lever_trains_the_compiled_module(tiny_raw: Path, monkeypatc
     bench.our_work(images[:32], labels[:32], recipe, compile=True)()
     assert len(compiled) == 1 and isinstance(trained[0], torch.nn.Sequential) and trained[0][0] is compiled[0]
     bench.our_work(images[:32], labels[:32], recipe)()
-    assert len(compiled) == 1 and trained[1].__class__.__name__ == "LeNet" or not isinstance(trained[1], torch.nn.Sequential)
+    assert len(compiled) == 1 and not isinstance(trained[1], torch.nn.Sequential)  # eager: the model itself
 
 
 def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
