@@ -89,7 +89,7 @@ def test_measure_gives_the_median_rate_its_spread_and_the_first_calls_extra_seco
         time.sleep(next(durations))
 
     rate = bench.measure(work, images=100, threads=1, min_run_time=0.0, replicates=5)
-    assert 100 / 0.15 <= rate.median <= 100 / 0.10
+    assert 100 / 0.17 <= rate.median <= 100 / 0.10  # sleep() overshoots by a few ms on a busy machine
     assert 0.1 < rate.spread < 0.4  # quartiles near 667 and 1,000 images/s
     assert 0.3 < rate.warmup_s < 0.45  # 0.5 s first pass minus a 0.15 s steady one
 
