@@ -116,7 +116,7 @@ def edited(path: str, value: object) -> dict:
 
 
 @pytest.mark.parametrize(("path", "value"), [
-    ("models.lenet.lr", 0.0123), ("models.lenet.epochs", 3), ("models.lenet.bf16", False), ("seed", 7),
+    ("models.lenet.lr", 0.0123), ("models.lenet.epochs", 3), ("models.lenet.bf16", True), ("seed", 7),
     ("train.threads", 1), ("train.eval_batch_size", 500),
 ])
 def test_resume_fingerprint_changes_with_what_changes_the_run(train_stage, path: str, value: object) -> None:

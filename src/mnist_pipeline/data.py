@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torchvision.datasets import MNIST
 
 from mnist_pipeline.errors import PipelineError
 
@@ -25,6 +24,10 @@ class DownloadError(PipelineError):
 
 def mirrors_from_env(env: dict[str, str] | None = None) -> list[str]:
     """Mirror base URLs from MNIST_MIRROR (space- or comma-separated), else torchvision's own list."""
+    # torchvision is imported where it is used: it takes ~3 s (it loads torch._dynamo), and the train and
+    # evaluate stages read only the cached tensors.
+    from torchvision.datasets import MNIST
+
     value = (os.environ if env is None else env).get(MIRROR_ENV, "")
     mirrors = [m for m in value.replace(",", " ").split() if m]
     if not mirrors:
@@ -45,6 +48,8 @@ def download_mnist(out_dir: Path, mirrors: list[str], timeout_s: float) -> None:
     Files are fetched into a temporary folder beside out_dir and moved into place only when all
     four are verified, so a failed or interrupted run never leaves files a later run would trust.
     """
+    from torchvision.datasets import MNIST
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
@@ -81,6 +86,8 @@ def download_mnist(out_dir: Path, mirrors: list[str], timeout_s: float) -> None:
 
 def load_raw(raw_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 28, 28) uint8 and labels (N,) int64 of the downloaded training or test set."""
+    from torchvision.datasets import MNIST
+
     try:
         dataset = MNIST(raw_dir, train=train, download=False)
     except RuntimeError as e:
