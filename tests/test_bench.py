@@ -12,7 +12,9 @@ import torch
 from mnist_pipeline import bench
 from mnist_pipeline.bench import seed_loader, throughput
 from mnist_pipeline.data import load_raw
+from mnist_pipeline.models import build_model
 from mnist_pipeline.params import load_params, model_params
+from mnist_pipeline.smallconv import SmallMapConv2d
 
 PARAMS = Path(__file__).parents[1] / "params.yaml"
 
@@ -75,7 +77,7 @@ def test_both_paths_train_on_the_same_images(tiny_raw: Path, monkeypatch: pytest
 
 
 def test_both_paths_train_and_report_a_rate(tiny_raw: Path) -> None:
-    committed = model_params(load_params(PARAMS), "cnn2")  # bf16 + channels_last
+    committed = dataclasses.replace(model_params(load_params(PARAMS), "cnn2"), channels_last=True, bf16=True)
     seed_rate, our_rate = throughput(tiny_raw, "cnn2", images=64, committed=committed, threads=1, min_run_time=0.01)
     assert seed_rate.median > 0 and our_rate.median > 0 and seed_rate.spread >= 0 and our_rate.spread >= 0
 
@@ -113,7 +115,7 @@ def test_lever_rates_time_every_lever(tiny_raw: Path, monkeypatch: pytest.Monkey
         return lambda: None
 
     monkeypatch.setattr(bench, "our_work", our_work)
-    recipe = model_params(load_params(PARAMS), "lenet")  # NHWC bf16, batch 200
+    recipe = dataclasses.replace(model_params(load_params(PARAMS), "lenet"), channels_last=True, bf16=True)
     rates = bench.lever_rates(tiny_raw, dataclasses.replace(recipe, batch_size=8), batches=2, threads=1, min_run_time=0.0)
     assert list(rates) == ["NCHW fp32", "NHWC fp32", "NCHW bf16", "NHWC bf16", "torch.compile", "2x batch"]
     assert timed == [(False, False, 8, False, 16), (True, False, 8, False, 16), (False, True, 8, False, 16),
@@ -175,3 +177,39 @@ def test_time_to_accuracy_stops_at_the_first_epoch_that_reaches_it(tiny_raw: Pat
     monkeypatch.setattr(bench, "SEED_ACCURACY", 1.01)  # out of reach: every epoch runs, no time comes back
     seconds, accuracy = run()
     assert len(epochs) == 3 and seconds is None and 0 <= accuracy <= 1
+
+
+def test_the_seeds_way_trains_resnet18_on_pytorchs_own_convolutions(tiny_raw: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    trained: list[torch.nn.Module] = []
+    monkeypatch.setattr(bench, "seed_epoch", lambda model, optimizer, loader: trained.append(model) or 0)
+    bench.seed_work(tiny_raw, "resnet18", images=8)()
+    kinds = {type(m) for m in trained[0].modules()}
+    assert torch.nn.Conv2d in kinds and SmallMapConv2d not in kinds
+    torch.manual_seed(0)
+    ours = build_model("resnet18")  # our path keeps the GEMM weight gradient
+    assert SmallMapConv2d in {type(m) for m in ours.modules()}
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, trained[0].state_dict()[key])  # same weights: only the kernels differ
+
+
+def test_train_flops_per_image_counts_forward_and_backward() -> None:
+    # mlp: forward 2*(784*300 + 300*100 + 100*10) multiply-adds as FLOPs; backward the same for the weight
+    # gradients plus the input gradients of the two later layers (the images need none)
+    forward = 2 * (784 * 300 + 300 * 100 + 100 * 10)
+    assert bench.train_flops_per_image("mlp", batch_size=4) == 2 * forward + 2 * (300 * 100 + 100 * 10)
+    # resnet18 counts the same work whatever kernels our path uses
+    assert bench.train_flops_per_image("resnet18", 4) == pytest.approx(bench.train_flops_per_image("resnet18", 8))
+
+
+def test_matmul_rate_is_two_n_cubed_flops_over_the_median_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Timer:
+        def __init__(self, stmt: str, globals: dict, num_threads: int) -> None:
+            assert globals["a"].shape == (64, 64) and num_threads == 3
+            self.result = eval(stmt, globals)
+
+        def blocked_autorange(self, min_run_time: float):
+            return type("Measurement", (), {"median": 0.25})()
+
+    monkeypatch.setattr(bench.benchmark, "Timer", Timer)
+    assert bench.matmul_rate(threads=3, min_run_time=0.1, n=64) == 2 * 64**3 / 0.25

@@ -6,7 +6,9 @@ Every rate is measured with torch.utils.benchmark: one warm-up call, then replic
 --min-run-time seconds are spent; the table gives the median images/s and the spread (half the
 interquartile range, as a share of the median). For each seed model, the same images, model,
 optimiser and batch size are trained (a) the seeds' way and (b) through our tensor-resident path.
-The full mode also times lenet to the seed's 99.16% test accuracy under the seed's recipe the seed's
+Each row also gives our rate as a share of the machine's fp32 matmul rate (a 2048x2048 matmul timed in
+the same run), from the FLOPs of one training step (torch.utils.flop_counter: forward and backward of
+the stock modules, so both ways are charged the same work). The full mode also times lenet to the seed's 99.16% test accuracy under the seed's recipe the seed's
 way, and under our committed recipe our way (one run each: a time-to-accuracy has no replicates).
 --levers times our path alone for every model, one column per speed lever: memory format x
 precision, torch.compile (with its compile seconds), twice the batch size. Needs `dvc repro download`.
@@ -23,13 +25,16 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils import benchmark
 from torch.utils.data import DataLoader, Subset
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 from mnist_pipeline.data import load_raw
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import ModelParams, load_params, model_names, model_params
+from mnist_pipeline.smallconv import SmallMapConv2d
 from mnist_pipeline.training import (
     augmented_epoch, batch_slices, build_optimizer, build_scheduler, predict_logits, train_one_epoch,
 )
@@ -130,11 +135,20 @@ def our_work(images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams, co
     return lambda: train_one_epoch(trained, optimizer, scheduler, images, labels, recipe, generator)
 
 
+def stock_model(arch: str) -> nn.Module:
+    """The registry's model with every convolution back on PyTorch's own kernels, as the seeds ran it."""
+    model = build_model(arch)
+    for module in model.modules():
+        if type(module) is SmallMapConv2d:
+            module.__class__ = nn.Conv2d
+    return model
+
+
 def seed_work(raw: Path, name: str, images: int) -> Callable[[], Any]:
     """One pass the seeds' way over the first `images` training images per call, on a model built once."""
     recipe = seed_recipe(name)
     torch.manual_seed(0)
-    model = build_model(name)
+    model = stock_model(name)
     optimizer = build_optimizer(model, recipe)
     loader = seed_loader(raw, name, images)
     return lambda: seed_epoch(model, optimizer, loader)
@@ -151,6 +165,22 @@ def throughput(raw: Path, name: str, images: int, committed: ModelParams, thread
     ours = dataclasses.replace(seed_recipe(name), channels_last=committed.channels_last, bf16=committed.bf16)
     our_rate = measure(our_work(train_images[:images], train_labels[:images], ours), images, threads, min_run_time)
     return seed_rate, our_rate
+
+
+def train_flops_per_image(arch: str, batch_size: int) -> float:
+    """FLOPs of one training step (forward, loss, backward) per image, counted on the stock modules."""
+    model = stock_model(arch)
+    x, y = torch.zeros(batch_size, 1, 28, 28), torch.zeros(batch_size, dtype=torch.int64)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / batch_size
+
+
+def matmul_rate(threads: int, min_run_time: float, n: int = 2048) -> float:
+    """FLOP/s of an n x n float32 matmul on `threads` threads: the machine's dense compute limit."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    timer = benchmark.Timer(stmt="a @ b", globals={"a": a, "b": b}, num_threads=threads)
+    return 2 * n**3 / timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 FORMATS = ((False, False), (True, False), (False, True), (True, True))  # (channels_last, bf16)
@@ -249,14 +279,18 @@ def main() -> None:
             print(f"| {name} | {recipe.batch_size} | {' | '.join(str(rates[c]) for c in columns)} | {rates['torch.compile'].warmup_s:.0f} | "
                   f"{picked} |", flush=True)
         return
-    print(f"{header}; same model, optimiser, batch size and images both ways\n")
-    print("| model | batch | images per pass | seeds' way (DataLoader + PIL) | ours (tensors) | ratio |")
-    print("|---|---:|---:|---:|---:|---:|")
+    matmul = matmul_rate(args.threads, args.min_run_time)
+    print(f"{header}; same model, optimiser, batch size and images both ways; "
+          f"fp32 matmul (2048x2048) {matmul / 1e9:.1f} GFLOP/s\n")
+    print("| model | batch | images per pass | MFLOP per image | seeds' way (DataLoader + PIL) | ours (tensors) | ratio "
+          "| ours, % of fp32 matmul |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, images in PASS_IMAGES.items():
-        seed_rate, our_rate = throughput(args.raw, name, images, model_params(params, name), args.threads,
-                                         args.min_run_time)
-        print(f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {seed_rate} | {our_rate} | "
-              f"{our_rate.median / seed_rate.median:.2f}x |", flush=True)
+        committed = model_params(params, name)
+        flops = train_flops_per_image(committed.arch, SEED_LOADERS[name]["batch_size"])
+        seed_rate, our_rate = throughput(args.raw, name, images, committed, args.threads, args.min_run_time)
+        print(f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {flops / 1e6:.1f} | {seed_rate} | {our_rate} | "
+              f"{our_rate.median / seed_rate.median:.2f}x | {100 * our_rate.median * flops / matmul:.0f}% |", flush=True)
     if args.quick:
         return
     print(f"\nlenet, training seconds until test accuracy >= {SEED_ACCURACY:.2%} (checked after each epoch; one run):")
