@@ -236,8 +236,9 @@ def test_model_out_of_range(key: str, value: object, expected: str) -> None:
 
 
 def test_out_of_range_in_committed_recipe_names_its_path(raw: dict) -> None:
-    raw["models"]["lenet"]["clean_epochs"] = 11
-    assert error_of(raw) == "models.lenet.clean_epochs = 11 must be in [0, epochs = 10]"
+    epochs = raw["models"]["lenet"]["epochs"]
+    raw["models"]["lenet"]["clean_epochs"] = epochs + 1
+    assert error_of(raw) == f"models.lenet.clean_epochs = {epochs + 1} must be in [0, epochs = {epochs}]"
 
 
 def test_arch_is_free_without_a_registry() -> None:
