@@ -8,8 +8,9 @@ interquartile range, as a share of the median). For each seed model, the same im
 optimiser and batch size are trained (a) the seeds' way and (b) through our tensor-resident path.
 Each row also gives our rate as a share of the machine's fp32 matmul rate (a 2048x2048 matmul timed in
 the same run), from the FLOPs of one training step (torch.utils.flop_counter: forward and backward of
-the stock modules, so both ways are charged the same work). The full mode also times lenet to the seed's 99.16% test accuracy under the seed's recipe the seed's
-way, and under our committed recipe our way (one run each: a time-to-accuracy has no replicates).
+the stock modules, so both ways are charged the same work). The full mode also times lenet to the
+seed's 99.16% test accuracy under the seed's recipe the seed's way, and under our committed recipe
+our way (one run each: a time-to-accuracy has no replicates).
 --levers times our path alone for every model, one column per speed lever: memory format x
 precision, torch.compile (with its compile seconds), twice the batch size. Needs `dvc repro download`.
 """
