@@ -187,7 +187,7 @@ def test_the_seeds_way_trains_resnet18_on_pytorchs_own_convolutions(tiny_raw: Pa
     kinds = {type(m) for m in trained[0].modules()}
     assert torch.nn.Conv2d in kinds and SmallMapConv2d not in kinds
     torch.manual_seed(0)
-    ours = build_model("resnet18")  # our path keeps the GEMM weight gradient
+    ours = build_model("resnet18")  # our path keeps the dense GEMMs on tiny maps
     assert SmallMapConv2d in {type(m) for m in ours.modules()}
     for key, value in ours.state_dict().items():
         assert torch.equal(value, trained[0].state_dict()[key])  # same weights: only the kernels differ
