@@ -78,8 +78,9 @@ def test_both_paths_train_on_the_same_images(tiny_raw: Path, monkeypatch: pytest
 
 def test_both_paths_train_and_report_a_rate(tiny_raw: Path) -> None:
     committed = dataclasses.replace(model_params(load_params(PARAMS), "cnn2"), channels_last=True, bf16=True)
-    seed_rate, our_rate = throughput(tiny_raw, "cnn2", images=64, committed=committed, threads=1, min_run_time=0.01)
-    assert seed_rate.median > 0 and our_rate.median > 0 and seed_rate.spread >= 0 and our_rate.spread >= 0
+    rates = throughput(tiny_raw, "cnn2", images=64, committed=committed, threads=1, min_run_time=0.01)
+    assert set(rates) == {"seed", "ours", "matmul"}
+    assert all(rate.median > 0 and rate.spread >= 0 for rate in rates.values())
 
 
 def test_measure_gives_the_median_rate_its_spread_and_the_first_calls_extra_seconds() -> None:
@@ -202,14 +203,42 @@ def test_train_flops_per_image_counts_forward_and_backward() -> None:
     assert bench.train_flops_per_image("resnet18", 4) == pytest.approx(bench.train_flops_per_image("resnet18", 8))
 
 
-def test_matmul_rate_is_two_n_cubed_flops_over_the_median_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Timer:
-        def __init__(self, stmt: str, globals: dict, num_threads: int) -> None:
-            assert globals["a"].shape == (64, 64) and num_threads == 3
-            self.result = eval(stmt, globals)
+def test_matmul_work_multiplies_two_n_by_n_float32_matrices(monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes = []
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: shapes.append((a.shape, b.shape, a.dtype)))
+    bench.matmul_work(64)()
+    assert shapes == [((64, 64), (64, 64), torch.float32)]
 
-        def blocked_autorange(self, min_run_time: float):
-            return type("Measurement", (), {"median": 0.25})()
 
-    monkeypatch.setattr(bench.benchmark, "Timer", Timer)
-    assert bench.matmul_rate(threads=3, min_run_time=0.1, n=64) == 2 * 64**3 / 0.25
+class DriftingMachine:
+    """A fake clock for works whose passes take `seconds` times a slowdown that grows with the time spent."""
+
+    def __init__(self, drift_per_second: float) -> None:
+        self.now, self.drift, self.calls = 0.0, drift_per_second, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def work(self, name: str, seconds: float):
+        def run() -> None:
+            self.calls.append(name)
+            self.now += seconds * (1 + self.drift * self.now)
+        return run
+
+
+def test_measure_interleaved_times_the_works_in_a_palindrome_of_rounds() -> None:
+    machine = DriftingMachine(0.0)
+    works = {name: (machine.work(name, 0.125), 10) for name in "ABC"}  # binary fractions: exact sums
+    bench.measure_interleaved(works, threads=1, min_run_time=0.0, replicates=4, clock=machine.clock)
+    runs = [name for i, name in enumerate(machine.calls) if i == 0 or machine.calls[i - 1] != name]
+    assert runs == ["A", "B", "C", "A", "B", "C", "B", "A"]  # warm-ups; round 1; round 2 reversed (C, C joined)
+    assert [machine.calls.count(name) for name in "ABC"] == [2 + 2 * 3] * 3  # per round: block estimate + 2 timed
+
+
+def test_a_steady_drift_moves_both_rates_alike() -> None:
+    # two identical works on a machine that slows down by 10% per 10 s: timed one after the other they
+    # would differ by about a tenth; in a palindrome their medians agree
+    machine = DriftingMachine(0.01)
+    works = {name: (machine.work(name, 0.5), 100) for name in ("seed", "ours")}
+    rates = bench.measure_interleaved(works, threads=1, min_run_time=5.0, clock=machine.clock)
+    assert rates["ours"].median == pytest.approx(rates["seed"].median, rel=0.01)

@@ -2,15 +2,18 @@
 
     python -m mnist_pipeline.bench [--quick | --levers] [--raw data/raw] [--min-run-time 3]
 
-Every rate is measured with torch.utils.benchmark: one warm-up call, then replicates until
---min-run-time seconds are spent; the table gives the median images/s and the spread (half the
-interquartile range, as a share of the median). For each seed model, the same images, model,
-optimiser and batch size are trained (a) the seeds' way and (b) through our tensor-resident path.
-Each row also gives our rate as a share of the machine's fp32 matmul rate (a 2048x2048 matmul timed in
-the same run), from the FLOPs of one training step (torch.utils.flop_counter: forward and backward of
-the stock modules, so both ways are charged the same work). The full mode also times lenet to the
-seed's 99.16% test accuracy under the seed's recipe the seed's way, and under our committed recipe
-our way (one run each: a time-to-accuracy has no replicates).
+Every rate is measured with torch.utils.benchmark: two warm-up calls, then timed passes until
+--min-run-time seconds are spent, in two rounds per table row (seeds' way, ours, matmul, then the
+reverse order) so that the machine's drifting speed falls on all alike; the table gives the median
+images/s and the spread (half the interquartile range, as a share of the median). For each seed
+model, the same images, model, optimiser and batch size are trained (a) the seeds' way and (b)
+through our tensor-resident path, both with the train stage's allocator setting
+(cli.keep_freed_memory). Each row also gives our rate as a share of the machine's fp32 matmul rate
+(a 2048x2048 matmul timed in the row's rounds), from the FLOPs of one training step
+(torch.utils.flop_counter: forward and backward of the stock modules, so both ways are charged the
+same work). The full mode also times lenet to the seed's 99.16% test accuracy under the seed's
+recipe the seed's way, and under our committed recipe our way (one run each: a time-to-accuracy
+has no replicates).
 --levers times our path alone for every model, one column per speed lever: memory format x
 precision, torch.compile (with its compile seconds), twice the batch size. Needs `dvc repro download`.
 """
@@ -32,6 +35,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
+from mnist_pipeline.cli import keep_freed_memory
 from mnist_pipeline.data import load_raw
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import ModelParams, load_params, model_names, model_params
@@ -97,21 +101,44 @@ class Rate:
         return f"{self.median:,.0f} ±{100 * self.spread:.0f}%"
 
 
+def measure_interleaved(works: dict[str, tuple[Callable[[], Any], int]], threads: int, min_run_time: float,
+                        replicates: int = 5, clock: Callable[[], float] = time.perf_counter) -> dict[str, Rate]:
+    """Rates of several works (each: one pass over its image count per call), timed in a palindrome of rounds.
+
+    Each work gets two warm-up calls, then about `replicates` timed passes and at least
+    min_run_time seconds of them, in two rounds: A B C, then C B A. The machine's speed drifts
+    (CPU clock, neighbours on a shared host: a 2048x2048 matmul measured 70-140 GFLOP/s within ten
+    minutes on one 2-core EPYC), so rates timed one after the other can differ by more than the
+    ratio being measured. In a palindrome a steady drift moves every work's median alike.
+    """
+    steady, warmup = {}, {}
+    for name, (work, _) in works.items():
+        start = clock()
+        work()  # oneDNN primitive creation, first-touch allocation, torch.compile
+        first_call = clock() - start
+        start = clock()
+        work()
+        steady[name] = clock() - start
+        warmup[name] = first_call - steady[name]
+    times: dict[str, list[float]] = {name: [] for name in works}
+    for order in (list(works), list(reversed(works))):
+        for name in order:
+            work = works[name][0]
+            timer = benchmark.Timer(stmt="work()", globals={"work": work}, num_threads=threads, timer=clock)
+            # half the run per round; blocked_autorange first runs one untimed pass (its block-size
+            # estimate), which also re-warms the caches after the other works
+            times[name] += timer.blocked_autorange(min_run_time=max(min_run_time, replicates * steady[name]) / 2).times
+    rates = {}
+    for name, (_, images) in works.items():
+        q1, _, q3 = statistics.quantiles(times[name], n=4) if len(times[name]) > 1 else (times[name][0],) * 3
+        rate = images / statistics.median(times[name])
+        rates[name] = Rate(median=rate, spread=(images / q1 - images / q3) / 2 / rate, warmup_s=warmup[name])
+    return rates
+
+
 def measure(work: Callable[[], Any], images: int, threads: int, min_run_time: float, replicates: int = 5) -> Rate:
-    """Time `work` (one pass over `images` images): two warm-up calls, then at least `replicates` timed passes
-    and at least min_run_time seconds of them."""
-    start = time.perf_counter()
-    work()  # oneDNN primitive creation, first-touch allocation, torch.compile
-    first_call = time.perf_counter() - start
-    start = time.perf_counter()
-    work()
-    steady = time.perf_counter() - start
-    timer = benchmark.Timer(stmt="work()", globals={"work": work}, num_threads=threads)
-    measurement = timer.blocked_autorange(min_run_time=max(min_run_time, replicates * steady))
-    times = measurement.times
-    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
-    median = images / measurement.median
-    return Rate(median=median, spread=(images / q1 - images / q3) / 2 / median, warmup_s=first_call - steady)
+    """Rate of one work (one pass over `images` images per call), as measure_interleaved times it."""
+    return measure_interleaved({"work": (work, images)}, threads, min_run_time, replicates)["work"]
 
 
 def our_setup(recipe: ModelParams, images: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
@@ -156,16 +183,19 @@ def seed_work(raw: Path, name: str, images: int) -> Callable[[], Any]:
 
 
 def throughput(raw: Path, name: str, images: int, committed: ModelParams, threads: int = 2,
-               min_run_time: float = 3.0) -> tuple[Rate, Rate]:
-    """Images/s the seeds' way and our way, same model, optimiser, batch size and images.
+               min_run_time: float = 3.0) -> dict[str, Rate]:
+    """Images/s the seeds' way ("seed") and our way ("ours"), same model, optimiser, batch size and images,
+    and matmuls/s of the machine's reference matmul ("matmul"), all timed in the same rounds.
 
     Our way takes the memory format and bf16 autocast of the committed recipe (params.yaml).
     """
-    seed_rate = measure(seed_work(raw, name, images), images, threads, min_run_time)
     train_images, train_labels = load_raw(raw, train=True)
     ours = dataclasses.replace(seed_recipe(name), channels_last=committed.channels_last, bf16=committed.bf16)
-    our_rate = measure(our_work(train_images[:images], train_labels[:images], ours), images, threads, min_run_time)
-    return seed_rate, our_rate
+    return measure_interleaved({
+        "seed": (seed_work(raw, name, images), images),
+        "ours": (our_work(train_images[:images], train_labels[:images], ours), images),
+        "matmul": (matmul_work(), 1),
+    }, threads, min_run_time)
 
 
 def train_flops_per_image(arch: str, batch_size: int) -> float:
@@ -177,11 +207,13 @@ def train_flops_per_image(arch: str, batch_size: int) -> float:
     return counter.get_total_flops() / batch_size
 
 
-def matmul_rate(threads: int, min_run_time: float, n: int = 2048) -> float:
-    """FLOP/s of an n x n float32 matmul on `threads` threads: the machine's dense compute limit."""
+MATMUL_N = 2048  # the reference matmul: (2048, 2048) @ (2048, 2048) float32, 2 * 2048**3 FLOPs
+
+
+def matmul_work(n: int = MATMUL_N) -> Callable[[], Any]:
+    """One n x n float32 matmul per call: the machine's dense compute limit, 2 n^3 FLOPs."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    timer = benchmark.Timer(stmt="a @ b", globals={"a": a, "b": b}, num_threads=threads)
-    return 2 * n**3 / timer.blocked_autorange(min_run_time=min_run_time).median
+    return lambda: a @ b
 
 
 FORMATS = ((False, False), (True, False), (False, True), (True, True))  # (channels_last, bf16)
@@ -262,6 +294,7 @@ def main() -> None:
                         help="only our path, every model: format x precision, torch.compile, 2x batch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the train stage runs; process-wide, so the seeds' way runs with it too
     params = load_params(args.params)
     if args.min_run_time is None:
         args.min_run_time = 2.0 if args.quick else 10.0
@@ -280,18 +313,19 @@ def main() -> None:
             print(f"| {name} | {recipe.batch_size} | {' | '.join(str(rates[c]) for c in columns)} | {rates['torch.compile'].warmup_s:.0f} | "
                   f"{picked} |", flush=True)
         return
-    matmul = matmul_rate(args.threads, args.min_run_time)
-    print(f"{header}; same model, optimiser, batch size and images both ways; "
-          f"fp32 matmul (2048x2048) {matmul / 1e9:.1f} GFLOP/s\n")
+    print(f"{header}; same model, optimiser, batch size and images both ways; each row's rates and its "
+          f"{MATMUL_N}x{MATMUL_N} fp32 matmul timed in the same rounds\n")
     print("| model | batch | images per pass | MFLOP per image | seeds' way (DataLoader + PIL) | ours (tensors) | ratio "
-          "| ours, % of fp32 matmul |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| fp32 matmul GFLOP/s | ours, % of fp32 matmul |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, images in PASS_IMAGES.items():
         committed = model_params(params, name)
         flops = train_flops_per_image(committed.arch, SEED_LOADERS[name]["batch_size"])
-        seed_rate, our_rate = throughput(args.raw, name, images, committed, args.threads, args.min_run_time)
-        print(f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {flops / 1e6:.1f} | {seed_rate} | {our_rate} | "
-              f"{our_rate.median / seed_rate.median:.2f}x | {100 * our_rate.median * flops / matmul:.0f}% |", flush=True)
+        rates = throughput(args.raw, name, images, committed, args.threads, args.min_run_time)
+        matmul = rates["matmul"].median * 2 * MATMUL_N**3  # FLOP/s
+        print(f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {flops / 1e6:.1f} | {rates['seed']} | "
+              f"{rates['ours']} | {rates['ours'].median / rates['seed'].median:.2f}x | {matmul / 1e9:.1f} | "
+              f"{100 * rates['ours'].median * flops / matmul:.0f}% |", flush=True)
     if args.quick:
         return
     print(f"\nlenet, training seconds until test accuracy >= {SEED_ACCURACY:.2%} (checked after each epoch; one run):")
