@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,17 +40,26 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def serve(folder: Path) -> http.server.ThreadingHTTPServer:
+    """A loopback HTTP server over folder, serving from a daemon thread; its URL: base_url(server)."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def base_url(server: http.server.ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/"
+
+
 @pytest.fixture(scope="session")
 def serve_dir() -> Iterator:
     """Start loopback HTTP servers over folders; returns a function folder → base URL."""
     servers = []
 
     def start(folder: Path) -> str:
-        handler = functools.partial(QuietHandler, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
+        servers.append(serve(folder))
+        return base_url(servers[-1])
 
     yield start
     for server in servers:
@@ -142,26 +152,89 @@ class SmokeRun:
     changed_in_workspace: list[str]
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, mnist_mirror) -> Iterator[SmokeRun]:
-    """`make smoke` into a scratch folder, committed there as main: the template every end-to-end test copies."""
-    env = {"MNIST_MIRROR": mnist_mirror, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    path = tmp_path_factory.mktemp("e2e") / "project"
+@dataclass
+class SmokeBuild:
+    """`make smoke` running in the background while the unit tests run (it spends most of its time importing)."""
+
+    process: subprocess.Popen
+    path: Path
+    log: Path
+    env: dict[str, str]
+    before: dict[str, tuple[int, int]]
+    server: http.server.ThreadingHTTPServer | None
+
+
+def start_smoke(mirror: str | None) -> SmokeBuild:
+    """Start `make smoke` into a scratch folder against mirror (None: a loopback server over MNIST_DIR)."""
+    server = None if mirror else serve(MNIST_DIR)
+    env = {"MNIST_MIRROR": mirror or base_url(server), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    path = Path(tempfile.mkdtemp(prefix="mnist-e2e-")) / "project"
+    log = path.parent / "smoke.log"
     before = workspace_state(ROOT)
     # -o: take the installed venv as it is (the test run already uses it)
-    subprocess.run(["make", "-s", "-o", ".venv/.installed", "smoke", f"SMOKE_DIR={path}"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    with log.open("w") as out:
+        process = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "smoke", f"SMOKE_DIR={path}"], cwd=ROOT,
+                                   env=os.environ | env, stdout=out, stderr=subprocess.STDOUT)
+    return SmokeBuild(process, path, log, env, before, server)
+
+
+_smoke: list[SmokeBuild] = []  # the build started at collection, if any e2e test was collected
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly has shuffled the order
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the end-to-end tests last, and start the smoke run they share now, so it builds during the unit tests."""
+    e2e = [item for item in items if item.get_closest_marker("e2e")]
+    items[:] = [item for item in items if not item.get_closest_marker("e2e")] + e2e
+    mirror = os.environ.get("MNIST_MIRROR", "").replace(",", " ").split()
+    if e2e and not config.option.collectonly and (mirror or (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()):
+        _smoke.append(start_smoke(mirror[0] if mirror else None))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for build in _smoke:
+        if build.process.poll() is None:  # the run stopped early (-x, Ctrl-C)
+            build.process.kill()
+            build.process.wait()
+        if build.server:
+            build.server.shutdown()
+            build.server.server_close()
+        shutil.rmtree(build.path.parent, ignore_errors=True)  # ~200 MB
+
+
+@pytest.fixture(scope="session")
+def smoke_run(mnist_mirror) -> Iterator[SmokeRun]:
+    """The smoke run started at collection, committed there as main: the template every end-to-end test copies."""
+    build = _smoke[0] if _smoke else start_smoke(mnist_mirror)
+    if build not in _smoke:
+        _smoke.append(build)
+    if build.process.wait() != 0:
+        pytest.fail(f"make smoke failed:\n{build.log.read_text()[-4000:]}", pytrace=False)
     after = workspace_state(ROOT)
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "smoke run")
-    yield SmokeRun(path, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)))
+    saved = {k: os.environ.get(k) for k in build.env}
+    os.environ.update(build.env)  # later dvc commands in the copies find the mirror and this venv
+    git(build.path, "add", "-A")
+    git(build.path, "commit", "-q", "-m", "smoke run")
+    before = build.before
+    yield SmokeRun(build.path, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)))
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture
+def template(smoke_run: SmokeRun) -> Iterator[Path]:
+    """The smoke run itself, for tests that only read it or `git clone` it (a copy costs ~200 MB of writes).
+
+    Fails the test that changed it: every other end-to-end test copies it.
+    """
+    skip = ".dvc" + os.sep + "tmp" + os.sep  # DVC's own locks and caches, rewritten by read-only commands
+    before = {k: v for k, v in workspace_state(smoke_run.path).items() if not k.startswith(skip)}
+    yield smoke_run.path
+    after = {k: v for k, v in workspace_state(smoke_run.path).items() if not k.startswith(skip)}
+    assert after == before, "this test changed the shared smoke run: take the `repo` fixture (a copy) instead"
 
 
 @pytest.fixture

@@ -82,11 +82,8 @@ def model_file(tmp_path: Path) -> Path:
     return path
 
 
-def predict(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.predict", *args], capture_output=True, text=True)
-
-
-def test_bad_files_are_named_and_the_rest_classified(tmp_path: Path, model_file: Path) -> None:
+def test_bad_files_are_named_and_the_rest_classified(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
     good = tmp_path / "good.png"
     render_digit(4).save(good)
     (tmp_path / "notes.txt").write_text("not an image")
@@ -94,36 +91,38 @@ def test_bad_files_are_named_and_the_rest_classified(tmp_path: Path, model_file:
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
     Image.new("1", (6000, 6000), 1).save(tmp_path / "bomb.png")  # 36 Mpixel in a few kB
     bad = ["notes.txt", "empty.png", "blank.png", "bomb.png", "missing.png"]
-    result = predict("--model", str(model_file), str(good), *(str(tmp_path / b) for b in bad))
-    assert result.returncode == 1
-    lines = result.stdout.splitlines()
+    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), str(good),
+                                  *(str(tmp_path / b) for b in bad))
+    assert code == 1
+    lines = out.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{good}\t")
-    errors = result.stderr.splitlines()
+    errors = err.splitlines()
     assert len(errors) == len(bad)
     for name, line in zip(bad, errors):
         assert line.startswith(f"error: {tmp_path / name}: ")
     assert "decompression bomb" in errors[3] and "no such file" in errors[4] and "no digit found" in errors[2]
 
 
-def test_top_and_json(tmp_path: Path, model_file: Path) -> None:
+def test_top_and_json(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "five.png"
     render_digit(5).save(path)
-    result = predict("--model", str(model_file), "--top", "3", "--json", str(path))
-    assert result.returncode == 0, result.stderr
-    record = json.loads(result.stdout)
+    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), "--top", "3", "--json", str(path))
+    assert code == 0, err
+    record = json.loads(out)
     assert record["path"] == str(path) and len(record["predictions"]) == 3
     probabilities = [p["probability"] for p in record["predictions"]]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
-    plain = predict("--model", str(model_file), "--top", "3", str(path))
-    assert plain.stdout.count("(") == 3
+    _, plain, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--top", "3", str(path))
+    assert plain.count("(") == 3
 
 
-def test_not_a_model_file(tmp_path: Path) -> None:
+def test_not_a_model_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "x.png"
     render_digit(1).save(path)
     (tmp_path / "model.pt").write_bytes(b"garbage")
-    result = predict("--model", str(tmp_path / "model.pt"), str(path))
-    assert result.returncode == 2 and "is not a model file of this project" in result.stderr
+    code, _, err = predict_here(monkeypatch, capsys, "--model", str(tmp_path / "model.pt"), str(path))
+    assert code == 2 and "is not a model file of this project" in err
 
 
 # --- batches, folders and patterns, the ensemble, output formats ----------------------------------------------------

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
-from conftest import BIN, clone, dvc, make, tool
-from mnist_pipeline.data import load_split
+from conftest import BIN, clone, dvc, tool
 from mnist_pipeline.smoke import git
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +31,10 @@ def stale_stages(output: str) -> set[str]:
     return {line.removeprefix("stale: ").split(":")[0] for line in output.splitlines() if line.startswith("stale: ")}
 
 
-def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(repo: Path, tmp_path: Path) -> None:
-    work = clone(repo, tmp_path / "clone")
+def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(template: Path, tmp_path: Path) -> None:
+    work = clone(template, tmp_path / "clone")
+    with (work / "README.md").open("a") as f:
+        f.write("\nA README edit is not staleness.\n")
     passed = tool(work, "lockcheck")
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert passed.stdout.startswith("dvc.lock matches params and code")
@@ -48,12 +48,10 @@ def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(repo: 
     assert failed.stdout.splitlines()[-1].startswith("dvc.lock is stale: run `dvc repro`")
 
 
-def test_a_module_edit_names_every_stage_that_imports_it(repo: Path, tmp_path: Path) -> None:
-    work = clone(repo, tmp_path / "clone")
+def test_a_module_edit_names_every_stage_that_imports_it(template: Path, tmp_path: Path) -> None:
+    work = clone(template, tmp_path / "clone")
     with (work / "src" / "mnist_pipeline" / "training.py").open("a") as f:
         f.write("\n# edited\n")
-    with (work / "README.md").open("a") as f:
-        f.write("\nA README edit is not staleness.\n")
     result = tool(work, "lockcheck")
     assert result.returncode == 1
     models = list(yaml.safe_load((work / "params.yaml").read_text())["models"])
@@ -62,18 +60,9 @@ def test_a_module_edit_names_every_stage_that_imports_it(repo: Path, tmp_path: P
     assert "src/mnist_pipeline/training.py changed" in result.stdout
 
 
-def test_readme_edit_passes(repo: Path, tmp_path: Path) -> None:
-    # (a param change, rerun and commit passing is checked in test_pipeline_e2e's lr test: one rerun, not two)
-    work = clone(repo, tmp_path / "clone")
-    with (work / "README.md").open("a") as f:
-        f.write("\nA README edit is not staleness.\n")
-    result = tool(work, "lockcheck")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_a_lock_from_two_runs_is_caught(repo: Path, tmp_path: Path) -> None:
+def test_a_lock_from_two_runs_is_caught(template: Path, tmp_path: Path) -> None:
     """One stage's record of its input differs from what the stage that wrote it recorded."""
-    work = clone(repo, tmp_path / "clone")
+    work = clone(template, tmp_path / "clone")
     lock_path = work / "dvc.lock"
     lock = yaml.safe_load(lock_path.read_text())
     for dep in lock["stages"]["evaluate@cnn2"]["deps"]:
@@ -84,7 +73,7 @@ def test_a_lock_from_two_runs_is_caught(repo: Path, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "stale: evaluate@cnn2: models/cnn2.pt is not the one train@cnn2 last wrote" in result.stdout
 
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    lock = yaml.safe_load((template / "dvc.lock").read_text())
     for dep in lock["stages"]["ensemble"]["deps"]:
         if dep["path"] == "data/logits":  # as if evaluate@lenet reran and ensemble did not
             dep["md5"] = "1" * 32 + ".dir"
@@ -120,16 +109,8 @@ def test_results_travel_through_a_remote_without_retraining(repo: Path, tmp_path
     assert tool(mate, "remote", "check").returncode == 0  # what CI runs: no local cache at all
     pulled = tool(mate, "remote", "pull")
     assert pulled.returncode == 0, pulled.stderr
-    assert "up to date" in dvc(mate, "status")
-    assert "Running stage" not in dvc(mate, "repro")
+    assert "up to date" in dvc(mate, "status")  # so `dvc repro` would run nothing
     assert md5(mate / "models" / "lenet.pt") == md5(repo / "models" / "lenet.pt")
-
-    images, _ = load_split(mate / "data" / "processed" / "test.pt")
-    digit = tmp_path / "digit.png"
-    Image.fromarray(images[0].numpy()).save(digit)
-    predicted = make(mate, "predict", "MODEL=bnnet", f"IMAGES={digit}")
-    assert predicted.returncode == 0, predicted.stderr
-    assert predicted.stdout.startswith(f"{digit}\t")
 
     # A model registry's view: register a version (GTO's git tag), then `dvc artifacts get` fetches it from the remote.
     identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
