@@ -30,7 +30,7 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	# offline `dvc plots show`: a page template with vega, vega-lite and vega-embed inline
 	mkdir -p $(VENV)/share/npm
 	cd $(VENV)/share/npm && npm pack --silent vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2 >/dev/null
-	$(BIN)/python -m mnist_pipeline.offline_plots --npm $(VENV)/share/npm --out $(PLOTS_TEMPLATE)
+	$(BIN)/python -m mnist_tools.offline_plots --npm $(VENV)/share/npm --out $(PLOTS_TEMPLATE)
 	$(BIN)/dvc config --local plots.html_template $(PLOTS_TEMPLATE)
 	# a headless browser for the test that opens those pages (root on Debian: apt; elsewhere bring your own)
 	if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -44,14 +44,14 @@ repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirro
 	dvc repro
 
 smoke: $(STAMP) ## the whole DAG on 2,000 training images for one epoch, in build/smoke or SMOKE_DIR (CPU, 2-5 min)
-	python -m mnist_pipeline.smoke $(SMOKE_DIR)
+	python -m mnist_tools.smoke $(SMOKE_DIR)
 
 test: $(STAMP) ## check dvc.lock, then run the test suite (unit + end-to-end through the real DVC CLI)
-	python -m mnist_pipeline.lockcheck
+	python -m mnist_tools.lockcheck
 	python -m pytest
 
 check-lock: $(STAMP) ## fail when dvc.lock does not describe the committed params, code and stage commands
-	python -m mnist_pipeline.lockcheck
+	python -m mnist_tools.lockcheck
 
 # `dvc exp show` narrowed to what a terminal can hold: the params that differ between the rows, and each
 # model's test accuracy from plots/summary.json (or, with MODEL=<name>, that model's headline numbers).
@@ -61,30 +61,30 @@ exps: $(STAMP) ## compare experiments in a narrow table: test accuracy of every 
 	  --drop '^(Created|Executor|metrics|plots/|data/|models/|stages/|src/)|.*\.(acc|loss|worst_digit|worst_acc|train_s)$$'
 
 push: $(STAMP) ## send data, tensors, models and logits to the team's DVC remote, then check none is missing
-	python -m mnist_pipeline.remote push
+	python -m mnist_tools.remote push
 
 pull: $(STAMP) ## get data, models and logits from the team's DVC remote instead of retraining
-	python -m mnist_pipeline.remote pull
+	python -m mnist_tools.remote pull
 
 # The command is not echoed, so that `make predict FORMAT=csv > out.csv` writes only csv.
 predict: $(STAMP) ## classify digit images, folders, 'globs': make predict MODEL=lenet|ensemble IMAGES="a.png digits/" FORMAT=csv TOP=3
 	@test -n "$(IMAGES)" || { echo 'error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"' >&2; exit 2; }
-	@python -m mnist_pipeline.predict $(if $(filter ensemble,$(MODEL)),--ensemble,--model models/$(MODEL).pt) --format $(FORMAT) --top $(TOP) $(IMAGES)
+	@python -m mnist_tools.predict $(if $(filter ensemble,$(MODEL)),--ensemble,--model models/$(MODEL).pt) --format $(FORMAT) --top $(TOP) $(IMAGES)
 
 bench: $(STAMP) ## images/s the seeds' DataLoader way vs ours (median ± spread, torch.utils.benchmark), lenet time-to-accuracy (needs data/raw)
-	python -m mnist_pipeline.bench
+	python -m mnist_tools.bench
 
 bench-quick: $(STAMP) ## the same comparison with 2-second measurements, no time-to-accuracy
-	python -m mnist_pipeline.bench --quick
+	python -m mnist_tools.bench --quick
 
 bench-levers: $(STAMP) ## our path per model under each speed lever: NCHW/NHWC x fp32/bf16, torch.compile, 2x batch
-	python -m mnist_pipeline.bench --levers
+	python -m mnist_tools.bench --levers
 
 isacheck: $(STAMP) ## weights after 6 SGD steps per model under capped instruction sets: same digest = same kernels (~12 min)
-	python -m mnist_pipeline.isacheck
+	python -m mnist_tools.isacheck
 
 mutation: $(STAMP) ## mutmut over the pipeline core with the unit tests: killed share per module, fails under 90%
-	python -m mnist_pipeline.mutation
+	python -m mnist_tools.mutation
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)

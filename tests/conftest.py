@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 import torch
 
-from mnist_pipeline.smoke import git
+from mnist_tools.smoke import git
 
 ROOT = Path(__file__).resolve().parents[1]
 # The folder of the four official .gz files that .ci/with_mirror serves; the same default.
@@ -115,7 +115,7 @@ BIN = Path(sys.executable).parent
 def tool(repo: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     """Run one of the project's tools in repo, with repo's own source first on the import path."""
     env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", f"mnist_pipeline.{module}", *args], cwd=repo,
+    return subprocess.run([sys.executable, "-m", f"mnist_tools.{module}", *args], cwd=repo,
                           capture_output=True, text=True, env=env)
 
 
@@ -124,6 +124,13 @@ def make(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(["make", "-s", "-o", ".venv/.installed", *args], cwd=repo, capture_output=True, text=True,
                           env=env)
+
+
+def table(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """`dvc exp show`'s table → (column names, {row name: cells}); rules and blank lines left out."""
+    lines = [line.split() for line in text.splitlines() if line.strip() and not line.strip().startswith("─")]
+    header, cells = lines[0], len(lines[0]) - 1
+    return header, {" ".join(row[:-cells]): row[-cells:] for row in lines[1:]}
 
 
 def clone(source: Path, dest: Path) -> Path:

@@ -1,1 +1,4 @@
-"""MNIST classifiers as a DVC pipeline: data, models, training, evaluation and figures."""
+"""The pipeline core that the stages import: params, data, models, training, evaluation, checkpoints, plots.
+
+Tools (bench, predict, lockcheck, ...) live apart, in mnist_tools.
+"""

@@ -1,4 +1,4 @@
-"""check-lock's pieces on made-up inputs; tests/test_sharing_e2e.py runs it on a real smoke run."""
+"""check-lock's pieces on made-up inputs; tests/e2e/test_sharing_e2e.py runs it on a real smoke run."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 from dvc.repo import Repo
 from dvc_data.hashfile.build import build
 
-from mnist_pipeline.lockcheck import (StaleStage, consistency_reasons, declaration_reasons, leaf_changes,
+from mnist_tools.lockcheck import (StaleStage, consistency_reasons, declaration_reasons, leaf_changes,
                                       params_changes, recorded_outputs, report_markdown, report_text,
                                       status_reasons)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_leaf_changes_name_each_changed_leaf_with_old_and_new() -> None:
@@ -115,7 +115,7 @@ def test_reports_name_each_stale_stage_and_the_fix() -> None:
 
 
 def test_no_lock_is_one_error_line(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.lockcheck", "--repo", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "mnist_tools.lockcheck", "--repo", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: no dvc.lock in {tmp_path}; run `dvc repro`") and result.stderr.count("\n") == 1

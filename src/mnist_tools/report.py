@@ -1,7 +1,7 @@
 """What a pull request changes: a Markdown summary for the reviewer and a guard on test accuracy.
 
-    python -m mnist_pipeline.report summary --base REV [--smoke DIR]   # Markdown on stdout
-    python -m mnist_pipeline.report guard --base REV                    # exit 1 on a regression
+    python -m mnist_tools.report summary --base REV [--smoke DIR]   # Markdown on stdout
+    python -m mnist_tools.report guard --base REV                    # exit 1 on a regression
 
 Both compare the committed full-run results of REV with HEAD through `dvc params diff` and
 `dvc metrics diff`; metrics are git-tracked, so no DVC remote is needed.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "mnist_pipeline"
 
 
@@ -77,3 +77,14 @@ def test_the_package_init_stays_a_bare_docstring() -> None:
     # Imported by every stage but listed in no deps: it must not hold code.
     body = ast.parse((PACKAGE / "__init__.py").read_text()).body
     assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+
+
+def test_the_core_and_the_stages_never_import_the_tools() -> None:
+    # checkpoint.package_digest() hashes the core package, and dvc.yaml's deps name core modules only: a tool
+    # imported from the core would change results without DVC or a resumed checkpoint noticing
+    files = [*PACKAGE.glob("*.py"), *(ROOT / "stages").glob("*.py")]
+    imports = {(path.relative_to(ROOT).as_posix(), name) for path in files for node in ast.walk(ast.parse(path.read_text()))
+               for name in ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                            [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])}
+    assert {(path, name) for path, name in imports if name.split(".")[0] == "mnist_tools"} == set()
+    assert {"stages/train.py", "src/mnist_pipeline/models.py"} <= {path for path, _ in imports}  # the walk saw them

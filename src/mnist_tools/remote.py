@@ -1,8 +1,8 @@
 """Results that travel without retraining: the team's DVC remote, with a clear error when there is none.
 
-    python -m mnist_pipeline.remote push           # dvc push, then check that nothing dvc.lock names is missing
-    python -m mnist_pipeline.remote pull           # dvc pull: data, processed tensors, models and logits
-    python -m mnist_pipeline.remote check [--md]   # exit 1 listing the outputs in dvc.lock the remote lacks
+    python -m mnist_tools.remote push           # dvc push, then check that nothing dvc.lock names is missing
+    python -m mnist_tools.remote pull           # dvc pull: data, processed tensors, models and logits
+    python -m mnist_tools.remote check [--md]   # exit 1 listing the outputs in dvc.lock the remote lacks
 
 The remote is the default one in .dvc/config (committed, so every clone and CI use it) or
 .dvc/config.local; README "Sharing results" shows how to add one.
@@ -20,7 +20,7 @@ import yaml
 
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.report import dvc
+from mnist_tools.report import dvc
 
 NO_REMOTE = ("no DVC remote is configured: add the team's with `dvc remote add -d storage URL` (a shared folder, "
              "s3://bucket/path, gs://bucket/path or ssh://host/path; README: Sharing results) and commit .dvc/config")

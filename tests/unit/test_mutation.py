@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mnist_pipeline.mutation import module_scores, score_table
+from mnist_tools.mutation import module_scores, score_table
 
 RESULTS = """
     mnist_pipeline.params.x_validate_model__mutmut_1: killed

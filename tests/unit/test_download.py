@@ -110,7 +110,7 @@ def test_every_mirror_is_named_and_a_later_good_one_wins(tmp_path: Path, bad_mir
     assert sorted(p.name for p in out.parent.iterdir()) == ["raw"]
 
 
-NEEDS_MNIST = "tests/test_download.py::test_every_mirror_is_named_and_a_later_good_one_wins"
+NEEDS_MNIST = "tests/unit/test_download.py::test_every_mirror_is_named_and_a_later_good_one_wins"
 
 
 @pytest.mark.parametrize("ci", ["true", ""])
@@ -118,7 +118,7 @@ def test_without_mnist_ci_fails_in_one_line_and_a_local_run_skips(tmp_path: Path
     env = {k: v for k, v in os.environ.items() if k not in ("MNIST_MIRROR", "CI")}
     env |= {"CI": ci, "MNIST_DIR": str(tmp_path)}  # an empty folder: no .gz files
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-                             "-rs", NEEDS_MNIST], cwd=Path(__file__).parents[1], capture_output=True, text=True, env=env)
+                             "-rs", NEEDS_MNIST], cwd=Path(__file__).parents[2], capture_output=True, text=True, env=env)
     if ci:
         assert result.returncode == 2
         assert ("error: CI=true but no MNIST source for the download and end-to-end tests: set MNIST_MIRROR to a "

@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_pipeline import predict as predict_module
+from mnist_tools import predict as predict_module
 from mnist_pipeline.checkpoint import load_model, save_model
 from mnist_pipeline.cli import run
 from mnist_pipeline.models import build_model
-from mnist_pipeline.predict import ImageError, classify, load_image, predict_paths, to_mnist
+from mnist_tools.predict import ImageError, classify, load_image, predict_paths, to_mnist
 from mnist_pipeline.training import to_input
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def render_digit(digit: int, size: int = 200, dark_on_light: bool = True, color: str = "black",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.remote import NO_REMOTE, check_markdown, unpushed_outputs
+from mnist_tools.remote import NO_REMOTE, check_markdown, unpushed_outputs
 
 BIN = Path(sys.executable).parent
 
@@ -42,7 +42,7 @@ def bare_project(tmp_path: Path) -> Path:
 
 def remote(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.remote", *args, "--repo", str(repo)],
+    return subprocess.run([sys.executable, "-m", "mnist_tools.remote", *args, "--repo", str(repo)],
                           capture_output=True, text=True, env=env)
 
 

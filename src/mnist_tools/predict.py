@@ -1,7 +1,7 @@
 """Classify your own digit images with a trained model or the ensemble, preprocessed the way MNIST was made.
 
-    python -m mnist_pipeline.predict --model models/lenet.pt a.png digits/ 'scans/*.png' [--top 3] [--format csv]
-    python -m mnist_pipeline.predict --ensemble digits/
+    python -m mnist_tools.predict --model models/lenet.pt a.png digits/ 'scans/*.png' [--top 3] [--format csv]
+    python -m mnist_tools.predict --ensemble digits/
 
 Inputs are image files, folders (their image files, sorted by name, not recursive) or glob patterns
 (quoted ones are expanded here; ** reaches into subfolders). Image files: .png .jpg .jpeg .bmp .gif
@@ -229,7 +229,7 @@ class Writer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_pipeline.predict", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mnist_tools.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     which = parser.add_mutually_exclusive_group(required=True)

@@ -10,7 +10,7 @@ import torch
 
 from mnist_pipeline.models import MODELS, build_model, count_parameters
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 # Each count is worked out from the layer list (weights + biases; BatchNorm: 2 per channel).
 LAYER_PARAMETER_COUNTS = {

@@ -1,6 +1,6 @@
 """Is dvc.lock the record of a run of the committed params, code and stage commands?
 
-    python -m mnist_pipeline.lockcheck [--repo DIR] [--md]     # exit 1 when a stage is stale
+    python -m mnist_tools.lockcheck [--repo DIR] [--md]     # exit 1 when a stage is stale
 
 Works in a clean checkout with no data, models or DVC cache, as in CI. A stage is stale when
 `dvc status` finds its command, params or a committed file it depends on changed since dvc.lock
@@ -13,6 +13,7 @@ the cache, are not staleness.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import posixpath
 import subprocess
@@ -24,9 +25,14 @@ from typing import Any
 import yaml
 from dvc_data.hashfile.tree import Tree
 
-from mnist_pipeline.checkpoint import file_digest
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
+
+def _md5(path: Path) -> str:
+    """md5 of a file's bytes, the digest DVC records."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
 
 FIX = ("run `dvc repro` (set MNIST_MIRROR when offline), then commit dvc.lock together with metrics/ and "
        "plots/, and `dvc push` the data and models")
@@ -258,7 +264,7 @@ def check_lock(repo: Path) -> tuple[list[StaleStage], int]:
     params_files = {file for entry in locked.values() for file in entry.get("params", {})} | {"params.yaml"}
     params_by_file = _load_params_files(repo, params_files)
     # md5 of committed files inside folders that gather stage outputs (a .gitignore DVC wrote, say)
-    gathered = {p: file_digest(repo / p) for p in tracked
+    gathered = {p: _md5(repo / p) for p in tracked
                 if p not in outputs and any(_under(p, d) for d in produced if d not in outputs) and (repo / p).is_file()}
 
     stale = []

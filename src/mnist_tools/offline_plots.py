@@ -5,7 +5,7 @@ stays blank. This template inlines the three libraries from their npm package ta
 versions DVC's renderer is written against); `make install` builds it and points
 `plots.html_template` at it in .dvc/config.local.
 
-    python -m mnist_pipeline.offline_plots --npm DIR --out FILE
+    python -m mnist_tools.offline_plots --npm DIR --out FILE
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_caps_apply_runs_repeat_and_a_lower_isa_changes_the_weights() -> None:
-    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.isacheck", "--models", "mlp", "--steps", "2",
+    result = subprocess.run([sys.executable, "-m", "mnist_tools.isacheck", "--models", "mlp", "--steps", "2",
                              "--repeats", "2", "--settings", "native,pre-2013", "--params", str(ROOT / "params.yaml")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -24,7 +24,7 @@ def test_caps_apply_runs_repeat_and_a_lower_isa_changes_the_weights() -> None:
 
 
 def test_an_unknown_setting_is_one_error_line_naming_the_valid_ones() -> None:
-    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.isacheck", "--settings", "native,avx1024"],
+    result = subprocess.run([sys.executable, "-m", "mnist_tools.isacheck", "--settings", "native,avx1024"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].endswith(

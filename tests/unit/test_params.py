@@ -35,7 +35,7 @@ from mnist_pipeline.params import (
     validate_seed,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = "seed, download, preprocess, train, models, evaluate, plot, guard"
 TRAIN_KEYS = "device, threads, eval_batch_size"
 # The smallest recipe: only the required keys, each at the edge the validator accepts.
@@ -388,7 +388,7 @@ def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
     assert str(info.value) == f"{path} must be a mapping at the top level"
 
 
-# One real `python stages/<stage>.py` run; tests/test_stages.py checks every stage in-process.
+# One real `python stages/<stage>.py` run; tests/unit/test_stages.py checks every stage in-process.
 @pytest.mark.parametrize("stage", ["train"])
 def test_stage_stops_before_any_work_with_one_line(raw: dict, tmp_path: Path, stage: str) -> None:
     raw["models"]["cnn6"]["lr"] = -1

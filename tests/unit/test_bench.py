@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pipeline import bench
-from mnist_pipeline.bench import seed_loader, throughput
+from mnist_tools import bench
+from mnist_tools.bench import seed_loader, throughput
 from mnist_pipeline.data import load_raw
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import load_params, model_params
 from mnist_pipeline.smallconv import SmallMapConv2d
 
-PARAMS = Path(__file__).parents[1] / "params.yaml"
+PARAMS = Path(__file__).parents[2] / "params.yaml"
 
 
 def as_bytes(images: torch.Tensor) -> list[bytes]:

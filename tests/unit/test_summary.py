@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make
-from mnist_pipeline.smoke import copy_project
+from conftest import make, table
+from mnist_tools.smoke import copy_project
 from mnist_pipeline.summary import headline, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_WIDTH = 160  # characters a terminal (and the issue) allows
 
 
@@ -50,13 +50,6 @@ def test_the_committed_summary_is_what_the_committed_metrics_give() -> None:
     metrics = {n: json.loads((ROOT / "metrics" / f"{n}.json").read_text()) for n in names}
     histories = {n: pd.read_csv(ROOT / "plots" / "train" / f"{n}.csv") for n in names if n != "ensemble"}
     assert json.loads((ROOT / "plots" / "summary.json").read_text()) == summarize(metrics, histories)
-
-
-def table(text: str) -> tuple[list[str], dict[str, list[str]]]:
-    """`dvc exp show`'s table → (column names, {row name: cells}); rules and blank lines left out."""
-    lines = [line.split() for line in text.splitlines() if line.strip() and not line.strip().startswith("─")]
-    header, cells = lines[0], len(lines[0]) - 1
-    return header, {" ".join(row[:-cells]): row[-cells:] for row in lines[1:]}
 
 
 def width(text: str) -> int:

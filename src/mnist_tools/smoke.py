@@ -1,6 +1,6 @@
 """The smoke profile: the real dvc.yaml on 2,000 training and 1,000 val images for one epoch, in a scratch copy.
 
-    python -m mnist_pipeline.smoke build/smoke
+    python -m mnist_tools.smoke build/smoke
 
 copies the project's files (tracked and untracked, not ignored) into the folder, makes it a git
 repository, and runs `dvc exp run` there with the overrides below, so the user's workspace and its

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline.report import (AccuracyChange, accuracy_changes, environment_section, guard_failures,
+from mnist_tools.report import (AccuracyChange, accuracy_changes, environment_section, guard_failures,
                                    recorded_environments)
-from mnist_pipeline.smoke import git
+from mnist_tools.smoke import git
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -91,7 +91,7 @@ def two_commits(tmp_path: Path):
 
 def report(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "mnist_pipeline.report", *args, "--base", "HEAD~1", "--repo", str(repo)],
+    return subprocess.run([sys.executable, "-m", "mnist_tools.report", *args, "--base", "HEAD~1", "--repo", str(repo)],
                           cwd=repo, capture_output=True, text=True, env=env)
 
 
@@ -124,7 +124,7 @@ def test_guard_fails_on_regression_naming_the_model(two_commits) -> None:
 def test_unknown_base_is_one_line(two_commits) -> None:
     repo = two_commits(0.9925)
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.report", "guard", "--base", "no-such-rev",
+    result = subprocess.run([sys.executable, "-m", "mnist_tools.report", "guard", "--base", "no-such-rev",
                              "--repo", str(repo)], cwd=repo, capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert result.stderr.startswith("error: `dvc params diff no-such-rev HEAD --md` failed: ")
@@ -167,7 +167,7 @@ def test_workflow_checks_the_lock_and_the_remote_first_and_writes_them_atop_the_
     steps = yaml.safe_load((ROOT / ".github" / "workflows" / "pipeline.yml").read_text())["jobs"]["check"]["steps"]
     runs = [step.get("run", "") for step in steps]
     at = {name: next(i for i, run in enumerate(runs) if name in run)
-          for name in ("mnist_pipeline.lockcheck --md", "mnist_pipeline.remote check --md", ".ci/run", "make smoke")}
-    assert at["mnist_pipeline.lockcheck --md"] < at["mnist_pipeline.remote check --md"] < at[".ci/run"] < at["make smoke"]
+          for name in ("mnist_tools.lockcheck --md", "mnist_tools.remote check --md", ".ci/run", "make smoke")}
+    assert at["mnist_tools.lockcheck --md"] < at["mnist_tools.remote check --md"] < at[".ci/run"] < at["make smoke"]
     summary_writers = [i for i, run in enumerate(runs) if "GITHUB_STEP_SUMMARY" in run]
-    assert summary_writers[0] == at["mnist_pipeline.lockcheck --md"]
+    assert summary_writers[0] == at["mnist_tools.lockcheck --md"]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import BIN, clone, dvc, tool
-from mnist_pipeline.smoke import git
+from mnist_tools.smoke import git
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """Mutation testing of the pipeline core: mutmut's score per module, failing below the goal.
 
-    python -m mnist_pipeline.mutation [--keep]      # make mutation
+    python -m mnist_tools.mutation [--keep]      # make mutation
 
 Runs `mutmut run` over the modules and unit tests set in pyproject.toml ([tool.mutmut]) from a clean
 mutants/ folder, then prints one Markdown row per module (killed / all mutants) and every mutant that

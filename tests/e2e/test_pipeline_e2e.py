@@ -19,11 +19,11 @@ import yaml
 from dvc.repo import Repo
 
 from conftest import clone, dvc, tool
-from mnist_pipeline.smoke import git
+from mnist_tools.smoke import git
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED_MODELS = ["resnet18", "mlp", "lenet", "cnn6", "cnn2"]
 
 

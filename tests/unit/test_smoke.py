@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from mnist_pipeline.smoke import smoke_overrides
+from mnist_tools.smoke import smoke_overrides
 
-PARAMS = Path(__file__).parents[1] / "params.yaml"
+PARAMS = Path(__file__).parents[2] / "params.yaml"
 
 
 def test_every_model_gets_one_epoch_and_no_weight_average() -> None:

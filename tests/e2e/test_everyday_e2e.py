@@ -10,11 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import dvc, make, tool
-from test_summary import table
+from conftest import dvc, make, table, tool
 from mnist_pipeline.checkpoint import load_model
 from mnist_pipeline.data import load_split
-from mnist_pipeline.predict import classify, load_image
+from mnist_tools.predict import classify, load_image
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import yaml
 
 from mnist_pipeline.data import save_split
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 def stage_arguments() -> dict[str, list[str]]:
     """Each stage script's arguments as dvc.yaml writes them (the foreach stages for lenet); all paths relative."""

@@ -1,6 +1,6 @@
 """Benchmark: the seeds' way of training (torchvision dataset + PIL transforms + DataLoader) against ours.
 
-    python -m mnist_pipeline.bench [--quick | --levers] [--raw data/raw] [--min-run-time 3]
+    python -m mnist_tools.bench [--quick | --levers] [--raw data/raw] [--min-run-time 3]
 
 Every rate is measured with torch.utils.benchmark: two warm-up calls, then timed passes until
 --min-run-time seconds are spent, in two rounds per table row (seeds' way, ours, matmul, then the

@@ -1,6 +1,6 @@
 """Do results depend on the CPU's instruction set? A few SGD steps of each model under capped ISAs.
 
-    python -m mnist_pipeline.isacheck [--models lenet,bnnet] [--steps 5] [--repeats 2]
+    python -m mnist_tools.isacheck [--models lenet,bnnet] [--steps 5] [--repeats 2]
 
 Each (setting, model, repeat) runs in a fresh process, because ATen, oneDNN and MKL read their caps
 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_CBWR) once. Every run trains the committed recipe's
@@ -78,7 +78,7 @@ def train_steps(name: str, steps: int, params_path: Path) -> dict:
 def run_child(name: str, steps: int, params_path: Path, overrides: dict[str, str]) -> dict:
     """train_steps in a fresh interpreter with the given environment overrides."""
     env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")}
-    result = subprocess.run([sys.executable, "-m", "mnist_pipeline.isacheck", "--child", name, "--steps", str(steps),
+    result = subprocess.run([sys.executable, "-m", "mnist_tools.isacheck", "--child", name, "--steps", str(steps),
                              "--params", str(params_path)], env=env | overrides, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{name} under {overrides}: {result.stderr.strip().splitlines()[-1]}")
