@@ -58,6 +58,11 @@ def test_an_unpinned_line_is_refused(tmp_path: Path) -> None:
         pinned(tmp_path / "requirements.txt")
 
 
+def outside_make() -> dict[str, str]:
+    """This environment without what a calling make (`make test`) passes down: flags, depth, directory notes."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+
+
 @pytest.fixture
 def installed(tmp_path: Path) -> Path:
     """A copy of the Makefile and the install's inputs, every step marked done by `make -t` (nothing installed)."""
@@ -65,7 +70,7 @@ def installed(tmp_path: Path) -> Path:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     (tmp_path / ".venv" / "share").mkdir(parents=True)
-    subprocess.run(["make", "-s", "-t", "install"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(["make", "-s", "-t", "install"], cwd=tmp_path, check=True, capture_output=True, env=outside_make())
     return tmp_path
 
 
@@ -73,7 +78,8 @@ def commands_after_editing(project: Path, edited: str) -> list[str]:
     """What `make install` would run (make -n) after `edited` changed."""
     later = max(p.stat().st_mtime for p in project.rglob("*") if p.is_file()) + 10
     os.utime(project / edited, (later, later))
-    dry = subprocess.run(["make", "-n", "install"], cwd=project, check=True, capture_output=True, text=True)
+    dry = subprocess.run(["make", "-n", "install"], cwd=project, check=True, capture_output=True, text=True,
+                         env=outside_make())
     return [line for line in dry.stdout.splitlines() if line.strip() not in ("", "true") and not line.startswith("touch ")]
 
 
