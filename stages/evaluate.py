@@ -10,6 +10,7 @@ import torch
 from mnist_pipeline.checkpoint import load_model
 from mnist_pipeline.cli import keep_freed_memory, load_checked_params, pin_threads, run, write_json
 from mnist_pipeline.data import load_split
+from mnist_pipeline.environment import runtime_environment
 from mnist_pipeline.evaluation import classification_metrics
 from mnist_pipeline.models import MODELS, count_parameters
 from mnist_pipeline.params import evaluate_params, train_params
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--predictions", required=True, type=Path, help="CSV actual,predicted per test image")
     parser.add_argument("--per-class", required=True, type=Path, help="CSV digit,accuracy")
     parser.add_argument("--logits", required=True, type=Path, help="test logits (N, 10) for the ensemble")
+    parser.add_argument("--env", required=True, type=Path, help="JSON of the machine and kernels that scored it")
     args = parser.parse_args()
 
     raw = load_checked_params(args.params, MODELS)
@@ -44,6 +46,7 @@ def main() -> None:
     metrics.update(parameters=count_parameters(model), epochs_run=info["epochs_run"], best_epoch=info["best_epoch"],
                    test_images=len(labels))
     write_json(args.metrics, metrics)
+    write_json(args.env, runtime_environment(device, settings.threads, bf16=False))  # scores in float32
     write_json(args.timing, {"inference_seconds": round(seconds, 3), "images_per_second": round(len(labels) / seconds, 1),
                              "device": str(device), "threads": settings.threads})
     args.predictions.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -64,6 +65,19 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     with path.open("w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
+
+
+def write_csv(frame: Any, path: Path, scratch: Path) -> None:
+    """Write a pandas DataFrame as the stages' CSV (6 significant digits) to path, atomically.
+
+    The file is written in the scratch folder (same filesystem) and renamed into place, so a reader
+    of path (`dvc plots show` mid-training) sees the old or the new file, never a partial one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = scratch / f".{path.name}.tmp"
+    frame.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, path)
 
 
 def run(main: Callable[[], None]) -> None:

@@ -2,8 +2,8 @@
 
 ResNet18 on 28x28 MNIST runs layer3 on 2x2 and layer4 on 1x1 maps. There oneDNN's CPU kernels are
 at their worst: the weight gradient is computed image by image, each a GEMM with K = H*W = 1..4
-(the 3x3 512->512 one took 165 ms per call at batch 128 on a 2-core AMD EPYC Zen 3, 60x a GEMM
-of the same sums), and every kernel spends most of its time on taps that fall in the zero padding.
+(the 3x3 512->512 one took 161-165 ms per call at batch 128 on a 2-core AMD EPYC Zen 3, 65x a
+GEMM of the same sums), and every kernel spends most of its time on taps that fall in the zero padding.
 On a map of at most 2x2 every output pixel sees every input pixel through some tap, so the
 convolution is exactly a dense layer from (H*W*C) inputs to (OH*OW*O) outputs whose matrix holds
 the kernel's taps at the right places (zeros where a pair of pixels is out of the kernel's reach).
@@ -40,6 +40,14 @@ def tap_index(in_hw: tuple[int, int], out_hw: tuple[int, int], kernel: tuple[int
     return torch.tensor(index)
 
 
+@functools.lru_cache(maxsize=None)
+def tap_picker(in_hw: tuple[int, int], out_hw: tuple[int, int], kernel: tuple[int, int],
+               stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """(OH*OW*H*W, kh*kw) float32 one-hot rows picking each pixel pair's tap; zero rows where none reaches."""
+    (kh, kw) = kernel
+    return F.one_hot(tap_index(in_hw, out_hw, kernel, stride, padding), kh * kw + 1)[:, :kh * kw].float()
+
+
 def dense_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
     """F.conv2d(x, weight, bias, stride, padding) as one GEMM; x (N, C, H, W), output (N, O, OH, OW)."""
@@ -53,7 +61,7 @@ def dense_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     else:
         # (P, T) one-hot rows pick each pair's tap (zero rows: out of reach); as a matmul, its gradient is a
         # matmul too, where indexing would scatter with index_put, slow under use_deterministic_algorithms.
-        pick = F.one_hot(index, kh * kw + 1)[:, :kh * kw].to(taps.dtype)
+        pick = tap_picker((h, w), (oh, ow), (kh, kw), stride, padding).to(taps.dtype)
         taps = torch.matmul(pick, taps)  # (O, P, C), P = OH*OW*H*W pixel pairs
     dense = taps.reshape(o, oh * ow, h * w * c).transpose(0, 1).reshape(oh * ow * o, h * w * c)
     rows = x.permute(0, 2, 3, 1).reshape(n, h * w * c)  # (N, H*W*C); a view of a channels_last x
@@ -77,4 +85,12 @@ def use_dense_small_maps(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if type(module) is nn.Conv2d:
             module.__class__ = SmallMapConv2d
+    return model
+
+
+def use_stock_convs(model: nn.Module) -> nn.Module:
+    """Undo use_dense_small_maps: every SmallMapConv2d of model back to nn.Conv2d in place (PyTorch's kernels)."""
+    for module in model.modules():
+        if type(module) is SmallMapConv2d:
+            module.__class__ = nn.Conv2d
     return model

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import ModelParams
 
 
 def select_device(name: str) -> torch.device:
-    """Resolve 'auto' to cuda > mps > cpu; refuse a device that is not available."""
+    """Resolve 'auto' to cuda > mps > cpu; a device that is not available is a PipelineError naming the fix."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -24,9 +25,11 @@ def select_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device = 'cuda' but no CUDA device is available; set train.device: auto")
+        raise PipelineError("train.device is 'cuda' but this machine has no CUDA device "
+                            "(fix: set train.device: auto or cpu in params.yaml)")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("train.device = 'mps' but MPS is not available; set train.device: auto")
+        raise PipelineError("train.device is 'mps' but this machine has no MPS device "
+                            "(fix: set train.device: auto or cpu in params.yaml)")
     return torch.device(name)
 
 
@@ -82,8 +85,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: ModelParams, steps
     total = recipe.epochs * steps_per_epoch
     warmup = int(recipe.warmup_frac * total)
     if recipe.schedule == "onecycle":
+        if total < 2:  # OneCycleLR needs a step up and a step down: a single step trains at the peak lr
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        # OneCycleLR divides by its warm-up length, pct_start * total - 1 steps: keep it above 0 on tiny runs
+        pct_start = recipe.warmup_frac if recipe.warmup_frac * total > 1 else 1.5 / total
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=max(recipe.warmup_frac, 1 / total),
+            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=pct_start,
             cycle_momentum=recipe.optimizer == "sgd" and recipe.momentum > 0,
         )
     if recipe.schedule == "step":
@@ -185,9 +192,13 @@ def fit(
     seed: int,
     eval_batch_size: int,
     checkpointer: Checkpointer | None = None,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[list[dict[str, float]]], None] | None = None,
 ) -> FitResult:
-    """Train for up to recipe.epochs, keep the weights with the best val accuracy, stop early on patience."""
+    """Train for up to recipe.epochs, keep the weights with the best val accuracy, stop early on patience.
+
+    on_epoch gets the history so far (one row per epoch) after every epoch, and once after restoring
+    epochs from the checkpointer, so that a caller can show and save progress while training runs.
+    """
     device = next(model.parameters()).device
     train_images, train_labels = (t.to(device) for t in train_data)  # moved to the device once
     val_images = val_data[0].to(device)  # scored after every epoch: moved once too
@@ -213,6 +224,8 @@ def fit(
         history, best_state = saved["history"], saved["best_state"]
         best_epoch, best_acc, stale = saved["best_epoch"], saved["best_acc"], saved["stale"]
     resumed_from = len(history)
+    if on_epoch and history:
+        on_epoch(history)
 
     for epoch in range(len(history) + 1, recipe.epochs + 1):
         if recipe.patience and stale >= recipe.patience:
@@ -243,5 +256,5 @@ def fit(
                 "best_epoch": best_epoch, "best_acc": best_acc, "stale": stale,
             })
         if on_epoch:
-            on_epoch(row)
+            on_epoch(history)
     return FitResult(best_state=best_state, best_epoch=best_epoch, history=history, resumed_from=resumed_from)

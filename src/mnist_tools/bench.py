@@ -39,7 +39,7 @@ from mnist_pipeline.cli import keep_freed_memory
 from mnist_pipeline.data import load_raw
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import ModelParams, load_params, model_names, model_params
-from mnist_pipeline.smallconv import SmallMapConv2d
+from mnist_pipeline.smallconv import use_stock_convs
 from mnist_pipeline.training import (
     augmented_epoch, batch_slices, build_optimizer, build_scheduler, predict_logits, train_one_epoch,
 )
@@ -165,11 +165,7 @@ def our_work(images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams, co
 
 def stock_model(arch: str) -> nn.Module:
     """The registry's model with every convolution back on PyTorch's own kernels, as the seeds ran it."""
-    model = build_model(arch)
-    for module in model.modules():
-        if type(module) is SmallMapConv2d:
-            module.__class__ = nn.Conv2d
-    return model
+    return use_stock_convs(build_model(arch))
 
 
 def seed_work(raw: Path, name: str, images: int) -> Callable[[], Any]:

@@ -83,3 +83,6 @@ def test_pr_summary_includes_the_smoke_run(repo: Path) -> None:
     accuracy = json.loads((repo / "metrics" / "bnnet.json").read_text())["accuracy"]
     assert f"{accuracy}" in smoke
     assert "No params changed." in result.stdout
+    # train and evaluate record their machine, so the summary can say both sides ran on the same one
+    cpu = json.loads((repo / "metrics" / "env" / "train" / "bnnet.json").read_text())["cpu_model"]
+    assert "Base and head results come from the same environment (" in result.stdout and cpu in result.stdout

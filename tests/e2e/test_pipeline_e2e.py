@@ -65,6 +65,9 @@ def test_smoke_ran_every_stage(template: Path) -> None:
         assert summary[name]["acc"] == metrics["accuracy"] and summary[name]["loss"] == round(metrics["loss"], 4)
     for model in models:
         assert (template / "models" / f"{model}.pt").exists()
+        for stage in ("train", "evaluate"):
+            env = json.loads((template / "metrics" / "env" / stage / f"{model}.json").read_text())
+            assert env["device"] and env["torch"] and env["cpu_model"]
     figures = {p.name for p in (template / "plots" / "figures").glob("*.png")}
     assert figures == {"training_curves.png", "per_class_accuracy.png", "prediction_grid.png",
                        *(f"confusion_{m}.png" for m in [*models, "ensemble"]), *(f"mistakes_{m}.png" for m in models)}

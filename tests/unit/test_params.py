@@ -398,7 +398,7 @@ def test_stage_stops_before_any_work_with_one_line(raw: dict, tmp_path: Path, st
     args = {"download": ["--out", str(out)],
             "preprocess": ["--raw", str(out), "--out", str(out)],
             "train": ["--model", "lenet", "--data", str(out), "--out", str(out / "m.pt"),
-                      "--history", str(out / "h.csv"), "--checkpoint", str(out / "c.pt")]}[stage]
+                      "--history", str(out / "h.csv"), "--checkpoint", str(out / "c.pt"), "--env", str(out / "e.json")]}[stage]
     result = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), "--params", str(params), *args],
                             capture_output=True, text=True)
     assert result.returncode == 2

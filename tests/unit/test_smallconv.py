@@ -9,7 +9,7 @@ from torch import nn
 
 from mnist_pipeline import smallconv
 from mnist_pipeline.models import resnet18
-from mnist_pipeline.smallconv import SmallMapConv2d, use_dense_small_maps
+from mnist_pipeline.smallconv import SmallMapConv2d, use_dense_small_maps, use_stock_convs
 
 
 def resnet18_convs() -> list[tuple[int, int, int, int, int, int]]:
@@ -126,3 +126,28 @@ def test_use_dense_small_maps_keeps_weights_and_leaves_subclasses_alone() -> Non
     assert type(model[0]) is SmallMapConv2d and type(model[1]) is Custom
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
+
+
+def test_use_stock_convs_undoes_it_and_leaves_other_convs_alone() -> None:
+    class Custom(nn.Conv2d):
+        pass
+
+    model = use_dense_small_maps(nn.Sequential(nn.Conv2d(1, 2, 3), Custom(2, 2, 3)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert use_stock_convs(model) is model
+    assert type(model[0]) is nn.Conv2d and type(model[1]) is Custom
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+
+
+def test_the_pick_matrix_is_built_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    one_hot = F.one_hot
+    monkeypatch.setattr(smallconv.F, "one_hot", lambda *args: calls.append(1) or one_hot(*args))
+    smallconv.tap_picker.cache_clear()
+    x, weight = torch.randn(2, 3, 2, 2), torch.randn(4, 3, 3, 3)
+    first = smallconv.dense_conv2d(x, weight, None, (1, 1), (1, 1))
+    assert len(calls) == 1
+    again = smallconv.dense_conv2d(x, weight, None, (1, 1), (1, 1))  # the same shape: the cached matrix
+    assert len(calls) == 1 and torch.equal(again, first)
+    smallconv.dense_conv2d(torch.randn(2, 3, 2, 2), weight, None, (2, 2), (1, 1))  # a new stride: a new one
+    assert len(calls) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Iterator
 
 import pytest
 import torch
+import pandas as pd
 import yaml
 
 from mnist_pipeline.data import save_split
+from mnist_pipeline.training import FitResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +71,27 @@ def test_every_stage_refuses_bad_params_before_any_work(tmp_path: Path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # nothing written, nothing half-made
 
 
+def test_a_device_this_machine_lacks_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys) -> None:
+    params = committed_params()
+    params["train"]["device"] = "cuda"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on our CPU machines, also where CUDA exists
+    monkeypatch.setattr(sys, "argv", ["train.py", *COMMANDS["train"]])
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    module = load_stage("train")
+    with pytest.raises(SystemExit) as exit_info:
+        module.run(module.main)
+    torch.set_num_threads(threads)  # the stage pins both process-wide before it looks for the device
+    torch.use_deterministic_algorithms(deterministic)
+    out, err = capsys.readouterr()
+    assert (exit_info.value.code, out) == (2, "")
+    assert err == ("error: train.device is 'cuda' but this machine has no CUDA device "
+                   "(fix: set train.device: auto or cpu in params.yaml)\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
 class Stop(Exception):
     """Raised by the stand-in fit() once the fingerprint is known."""
 
@@ -92,7 +116,7 @@ def train_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         argv = ["train.py", "--params", str(tmp_path / "params.yaml"), "--model", "lenet", "--data",
                 str(tmp_path / "data"), "--out", str(tmp_path / "m.pt"), "--history", str(tmp_path / "h.csv"),
-                "--checkpoint", str(tmp_path / "ck.pt")]
+                "--checkpoint", str(tmp_path / "ck.pt"), "--env", str(tmp_path / "env.json")]
         with monkeypatch.context() as m:
             m.setattr(sys, "argv", argv)
             with pytest.raises(Stop):
@@ -154,3 +178,35 @@ def test_resume_fingerprint_changes_with_code_torch_and_device(train_stage, monk
     monkeypatch.setattr(stage, "select_device", lambda name: torch.device("meta"))
     device = fingerprint(committed_params())
     assert len({base, code, version, device}) == 4
+
+
+def test_train_rewrites_the_history_after_every_epoch(train_stage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys) -> None:
+    stage, _, data = train_stage
+    history_csv, seen = tmp_path / "plots" / "h.csv", []
+
+    def fit(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer, on_epoch):
+        rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.25 * e,
+                 "seconds": 1.5} for e in (1, 2, 3)]
+        on_epoch(rows[:2])  # as after restoring two epochs from a checkpoint
+        seen.append(pd.read_csv(history_csv))
+        on_epoch(rows)
+        seen.append(pd.read_csv(history_csv))
+        return FitResult(best_state=model.state_dict(), best_epoch=3, history=rows, resumed_from=2)
+
+    monkeypatch.setattr(stage, "fit", fit)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(), sort_keys=False))
+    monkeypatch.setattr(sys, "argv", ["train.py", "--params", str(tmp_path / "params.yaml"), "--model", "lenet",
+                                      "--data", str(data), "--out", str(tmp_path / "m.pt"), "--history",
+                                      str(history_csv), "--checkpoint", str(tmp_path / "ck" / "lenet.pt"),
+                                      "--env", str(tmp_path / "metrics" / "env" / "lenet.json")])
+    stage.main()
+    assert [list(frame["epoch"]) for frame in seen] == [[1, 2], [1, 2, 3]]  # on disk while training runs
+    assert list(pd.read_csv(history_csv)["val_acc"]) == [0.25, 0.5, 0.75]
+    assert sorted(p.name for p in history_csv.parent.iterdir()) == ["h.csv"]  # no scratch file beside it
+    printed = [line.split()[:3] for line in capsys.readouterr().out.splitlines() if line.startswith("lenet epoch")]
+    assert printed == [["lenet", "epoch", "1"], ["lenet", "epoch", "2"], ["lenet", "epoch", "3"]]  # each once
+    # the machine behind the weights, for the PR summary (outside the metrics that dvc metrics diff compares)
+    env = json.loads((tmp_path / "metrics" / "env" / "lenet.json").read_text())
+    assert env["device"] == "cpu" and env["threads"] == committed_params()["train"]["threads"]
+    assert env["torch"] == torch.__version__ and env["cpu_model"] and env["bf16_autocast"] is False

@@ -16,6 +16,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnist_pipeline.checkpoint import FileCheckpointer
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import ModelParams
 from mnist_pipeline.training import (FitResult, augment, augmented_epoch, batch_slices, bf16_autocast,
                                      build_optimizer, build_scheduler, fit, predict_logits, select_device,
@@ -109,12 +110,14 @@ def test_cpu_needs_no_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_an_unavailable_device_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_devices(monkeypatch, cuda=False, mps=False)
-    with pytest.raises(RuntimeError) as cuda:
+    with pytest.raises(PipelineError) as cuda:  # run() prints it as one line and exits 2
         select_device("cuda")
-    assert str(cuda.value) == "train.device = 'cuda' but no CUDA device is available; set train.device: auto"
-    with pytest.raises(RuntimeError) as mps:
+    assert str(cuda.value) == ("train.device is 'cuda' but this machine has no CUDA device "
+                               "(fix: set train.device: auto or cpu in params.yaml)")
+    with pytest.raises(PipelineError) as mps:
         select_device("mps")
-    assert str(mps.value) == "train.device = 'mps' but MPS is not available; set train.device: auto"
+    assert str(mps.value) == ("train.device is 'mps' but this machine has no MPS device "
+                              "(fix: set train.device: auto or cpu in params.yaml)")
     # each check asks about its own backend only
     fake_devices(monkeypatch, cuda=False, mps=True)
     assert select_device("mps") == torch.device("mps")
@@ -346,6 +349,26 @@ def test_onecycle_warmup_is_at_least_one_step() -> None:
     assert close(lrs(recipe, 4, 4), [0.004] + down)
 
 
+@pytest.mark.parametrize("steps", range(1, 9))
+def test_onecycle_runs_on_tiny_runs(steps: int) -> None:
+    # a smoke-sized run can be a few steps in all; OneCycleLR divided by zero when the warm-up was 1 step or less
+    recipe = dataclasses.replace(RECIPE, optimizer="sgd", lr=0.1, momentum=0.9, epochs=1, schedule="onecycle",
+                                 warmup_frac=0.2)
+    seen = [lr for lr, _ in scheduled(recipe, steps, steps)]
+    assert len(seen) == steps and all(0 < lr <= 0.1 for lr in seen)
+    if steps == 1:
+        assert seen == [0.1]  # the one step at the peak
+    if 0.2 * steps > 1:  # where OneCycleLR works as asked, the schedule is the recipe's, unchanged
+        opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
+        reference = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, pct_start=0.2)
+        expected = []
+        for _ in range(steps):
+            expected.append(opt.param_groups[0]["lr"])
+            opt.step()
+            reference.step()
+        assert seen == expected
+
+
 @pytest.mark.parametrize(("optimizer", "momentum", "expected"), [
     ("sgd", 0.0, 0.0), ("adam", 0.9, (0.9, 0.999)), ("adamw", 0.0, (0.9, 0.999)),
 ])
@@ -500,7 +523,7 @@ class Recorder:
 
 
 def run_fit(data: tuple[Split, Split], checkpointer: Any = None, recipe: ModelParams = RECIPE, seed: int = 1,
-            on_epoch: Callable[[dict[str, float]], None] | None = None, batchnorm: bool = True) -> FitResult:
+            on_epoch: Callable[[list[dict[str, float]]], None] | None = None, batchnorm: bool = True) -> FitResult:
     torch.manual_seed(1)
     return fit(Tiny(batchnorm), recipe, data[0], data[1], seed=seed, eval_batch_size=5, checkpointer=checkpointer,
                on_epoch=on_epoch)
@@ -538,8 +561,8 @@ def test_fit_is_deterministic_and_learns(data: tuple[Split, Split]) -> None:
 ], ids=["step", "ema-bf16"])
 def test_history_rows_report_each_epoch_as_scored(data: tuple[Split, Split], recipe: ModelParams) -> None:
     recorder, reported = Recorder(), []
-    result = run_fit(data, recorder, recipe=recipe, on_epoch=reported.append)
-    assert reported == result.history
+    result = run_fit(data, recorder, recipe=recipe, on_epoch=lambda history: reported.append(list(history)))
+    assert reported == [result.history[:n] for n in range(1, recipe.epochs + 1)]  # the history so far, each epoch
     assert [r["epoch"] for r in result.history] == list(range(1, recipe.epochs + 1))
     for row, state in zip(result.history, recorder.states):
         assert set(row) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
@@ -602,8 +625,12 @@ def test_resume_matches_an_uninterrupted_run(data: tuple[Split, Split], tmp_path
     full = run_fit(data, recipe=recipe)
     with pytest.raises(KeyboardInterrupt):
         run_fit(data, KilledAfter(tmp_path / "ck.pt", "run-1", epochs=1), recipe=recipe)
-    resumed = run_fit(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"), recipe=recipe)
+    reported = []
+    resumed = run_fit(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"), recipe=recipe,
+                      on_epoch=lambda history: reported.append(list(history)))
     assert resumed.resumed_from == 1
+    # progress starts from the restored epoch (a live history keeps it), then grows by one row per epoch
+    assert reported == [resumed.history[:n] for n in range(1, recipe.epochs + 1)]
     assert same_state(full.best_state, resumed.best_state)
     assert full.best_epoch == resumed.best_epoch
     drop = ("seconds",)
