@@ -11,7 +11,7 @@ from mnist_pipeline.cli import load_checked_params, read_json, run
 from mnist_pipeline.data import load_split
 from mnist_pipeline.params import model_names, plot_params
 from mnist_pipeline.plotting import (confident_mistakes, confusion_heatmap, image_grid, leaderboard,
-                                     leaderboard_markdown, per_class_bars, training_curves)
+                                     leaderboard_markdown, per_class_error_bars, val_accuracy_chart)
 
 GALLERY_SIZE = 24  # most confident mistakes shown per model
 GRID_MODEL = "resnet18"  # seed 000 ends with an 8x8 grid of test images, label → prediction
@@ -35,8 +35,8 @@ def main() -> None:
     images, labels = load_split(args.test)
     probs = {name: torch.load(args.logits / f"{name}.pt", weights_only=True).softmax(1).numpy() for name in names}
 
-    figures = {"training_curves": training_curves(histories),
-               "per_class_accuracy": per_class_bars({n: m["per_class_accuracy"] for n, m in metrics.items()})}
+    figures = {"val_accuracy": val_accuracy_chart(histories),
+               "per_class_error": per_class_error_bars({n: m["per_class_accuracy"] for n, m in metrics.items()})}
     for name, m in metrics.items():
         title = f"{name}: test accuracy {100 * m['accuracy']:.2f}%"
         figures[f"confusion_{name}"] = confusion_heatmap(m["confusion_matrix"], title, params.normalize_confusion)

@@ -35,6 +35,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id(cpuinfo: str | None = None) -> str | None:
+    """x86 family, model and stepping from /proc/cpuinfo (or the given text), e.g. 'family 25 model 1 stepping 1'.
+
+    Virtual machines often name every EPYC just "AMD EPYC"; these numbers tell a Zen 1 (family 23)
+    from a Zen 3 (family 25, model 1) from a Zen 4 (family 25, model 17), which run different kernels.
+    """
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.is_file() else ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']} stepping {fields.get('stepping', '?')}"
+
+
 def cpu_flags() -> dict[str, bool]:
     """Which of the instruction-set extensions that steer kernel choice the CPU reports (Linux only)."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -69,6 +89,7 @@ def runtime_environment(device: Any, threads: int, bf16: bool) -> dict[str, Any]
         "device": str(device),
         "threads": threads,
         "cpu_model": cpu_model(),
+        "cpu_id": cpu_id(),
         "cpu_flags": flags,
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA ATen's kernels use
         "onednn_max_cpu_isa": onednn_cap or "default",
@@ -83,13 +104,13 @@ def runtime_environment(device: Any, threads: int, bf16: bool) -> dict[str, Any]
 
 
 # The fields whose difference between two runs explains different numbers (versions, kernels, threads).
-COMPARED = ("torch", "device", "gpu", "threads", "cpu_model", "aten_cpu_capability", "onednn_max_cpu_isa",
+COMPARED = ("torch", "device", "gpu", "threads", "cpu_model", "cpu_id", "aten_cpu_capability", "onednn_max_cpu_isa",
             "mkl_cbwr", "bf16_instructions")
 
 
 def describe(env: dict[str, Any]) -> str:
     """A short human description, e.g. 'AMD EPYC, AVX2, bf16 without hardware support, 2 threads, torch 2.14.1'."""
-    where = env.get("gpu") or env.get("cpu_model", "?")
+    where = env.get("gpu") or env.get("cpu_model", "?") + (f" ({env['cpu_id']})" if env.get("cpu_id") else "")
     parts = [where, f"ATen {env.get('aten_cpu_capability', '?')}"]
     if env.get("onednn_max_cpu_isa", "default") != "default":
         parts.append(f"oneDNN capped at {env['onednn_max_cpu_isa']}")

@@ -69,7 +69,7 @@ def test_smoke_ran_every_stage(template: Path) -> None:
             env = json.loads((template / "metrics" / "env" / stage / f"{model}.json").read_text())
             assert env["device"] and env["torch"] and env["cpu_model"]
     figures = {p.name for p in (template / "plots" / "figures").glob("*.png")}
-    assert figures == {"training_curves.png", "per_class_accuracy.png", "prediction_grid.png",
+    assert figures == {"val_accuracy.png", "per_class_error.png", "prediction_grid.png",
                        *(f"confusion_{m}.png" for m in [*models, "ensemble"]), *(f"mistakes_{m}.png" for m in models)}
     assert all((template / "plots" / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
 

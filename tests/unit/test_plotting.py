@@ -1,12 +1,14 @@
-"""The leaderboard the plot stage writes (plots/leaderboard.{csv,md})."""
+"""The plot stage's figures and leaderboard (plots/figures/*.png, plots/leaderboard.{csv,md})."""
 
 from __future__ import annotations
 
 import io
 
 import pandas as pd
+import pytest
 
-from mnist_pipeline.plotting import leaderboard, leaderboard_markdown
+from mnist_pipeline.plotting import (confusion_heatmap, leaderboard, leaderboard_markdown, per_class_error_bars,
+                                     val_accuracy_chart)
 
 
 def metrics(accuracy: float, parameters: int | None = None, epochs: int | None = None) -> dict:
@@ -37,3 +39,36 @@ def test_counts_print_as_integers_and_gaps_stay_empty() -> None:
     assert lines[1].startswith("ensemble,,0.995,3,")  # no parameters or epochs for the ensemble
     assert lines[2].startswith("lenet,252866,0.99,3,0.98,4,")  # not 252866.0 and 4.0
     assert "| lenet | 252,866 | 99.00% | 3 (98.00%) | 4 | 4 | 1,234 |" in leaderboard_markdown(board())
+
+
+def history(accs: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"epoch": range(1, len(accs) + 1), "val_acc": accs, "train_acc": accs, "val_loss": 0.1,
+                         "train_loss": 0.2})
+
+
+def test_one_validation_accuracy_chart_with_a_line_per_model() -> None:
+    fig = val_accuracy_chart({"lenet": history([0.97, 0.99]), "mlp": history([0.95, 0.96, 0.98])})
+    assert len(fig.axes) == 1  # validation accuracy only: train vs val is dvc plots show's per-model chart
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["lenet", "mlp"]
+    assert list(lines[1].get_ydata()) == pytest.approx([95.0, 96.0, 98.0])
+
+
+def test_error_bars_show_the_error_rate_per_digit_in_percent() -> None:
+    per_class = {"lenet": {str(d): 0.99 for d in range(10)} | {"9": 0.975}, "mlp": {str(d): 0.98 for d in range(10)}}
+    fig = per_class_error_bars(per_class)
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    assert heights[:10] == pytest.approx([1.0] * 9 + [2.5]) and heights[10:] == pytest.approx([2.0] * 10)
+    assert fig.axes[0].get_title() == "Test error rate per digit (%)"
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_confusion_heat_map_leaves_the_correct_answers_out(normalize: bool) -> None:
+    matrix = [[980 if r == c else 0 for c in range(10)] for r in range(10)]
+    matrix[4][9], matrix[7][2] = 12, 3  # twelve 4s taken for 9s, three 7s for 2s
+    fig = confusion_heatmap(matrix, "lenet", normalize)
+    shown = fig.axes[0].get_images()[0].get_array()
+    assert shown.mask.diagonal().all() and not shown.mask[4, 9]  # the diagonal is blank
+    assert shown.max() == (pytest.approx(12 / 992) if normalize else 12)  # the colours span the mistakes alone
+    texts = {text.get_text() for text in fig.axes[0].texts}
+    assert texts == ({f"{12 / 992:.3f}", f"{3 / 983:.3f}"} if normalize else {"12", "3"})

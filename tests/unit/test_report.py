@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_pipeline.environment import cpu_id, describe
 from mnist_tools.report import (AccuracyChange, accuracy_changes, environment_section, guard_failures,
                                    recorded_environments)
 from mnist_tools.smoke import git
@@ -147,6 +148,19 @@ def test_environment_section_reads_differences_against_noise() -> None:
     assert "falls by more than 0.2 pp" in differs
     assert "Neither side records" in environment_section({}, {}, 0.2)
     assert "Only the head records its machine: AMD EPYC" in environment_section({}, {"a": EPYC}, 0.2)
+
+
+def test_cpu_id_tells_epyc_generations_apart() -> None:
+    zen3 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+            "stepping\t: 1\n")
+    zen1 = zen3.replace("family\t: 25", "family\t: 23")
+    assert cpu_id(zen3 + "\nprocessor\t: 1\ncpu family\t: 99\n") == "family 25 model 1 stepping 1"  # first CPU's
+    assert cpu_id("flags\t: avx2\n") is None  # no x86 identification (another architecture)
+    described = {name: describe(EPYC | {"cpu_id": cpu_id(text)}) for name, text in (("zen1", zen1), ("zen3", zen3))}
+    assert described["zen3"].startswith("AMD EPYC (family 25 model 1 stepping 1), ATen AVX2")
+    # two EPYCs that the VM names alike still show as different machines in the PR summary
+    differs = environment_section({"a": EPYC | {"cpu_id": cpu_id(zen1)}}, {"a": EPYC | {"cpu_id": cpu_id(zen3)}}, 0.2)
+    assert differs.startswith("### ⚠️ Environment differs") and "family 23" in differs and "family 25" in differs
 
 
 def test_summary_compares_the_committed_environment_records(two_commits) -> None:
