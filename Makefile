@@ -18,7 +18,7 @@ FORMAT ?= text
 TOP ?= 1
 SMOKE_DIR ?= build/smoke
 
-.PHONY: help install repro smoke test check-lock exps push pull predict bench bench-quick bench-levers isacheck mutation clean-venv
+.PHONY: help install repro smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers isacheck mutation clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,15 +68,25 @@ repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirro
 smoke: $(STAMP) ## the whole DAG on 2,000 training images for one epoch, in build/smoke or SMOKE_DIR (CPU, 2-5 min)
 	python -m mnist_tools.smoke $(SMOKE_DIR)
 
-test: $(STAMP) ## check dvc.lock, then run the test suite (unit + end-to-end through the real DVC CLI)
+test: $(STAMP) ## check dvc.lock and ruff, then run the test suite (unit + end-to-end through the real DVC CLI)
 	python -m mnist_tools.lockcheck
+	ruff check .
+	ruff format --check .
 	python -m pytest
+
+lint: $(STAMP) ## ruff: lint and formatting check (pyproject.toml), as make test runs it
+	ruff check .
+	ruff format --check .
+
+format: $(STAMP) ## ruff: apply the safe lint fixes, then format
+	ruff check --fix .
+	ruff format .
 
 check-lock: $(STAMP) ## fail when dvc.lock does not describe the committed params, code and stage commands
 	python -m mnist_tools.lockcheck
 
 # `dvc exp show` narrowed to what a terminal can hold: the params that differ between the rows, and each
-# model's test accuracy from plots/summary.json (or, with MODEL=<name>, that model's headline numbers).
+# model's test accuracy from metrics/summary.json (or, with MODEL=<name>, that model's headline numbers).
 EXPS_COLUMNS := $(if $(filter file,$(origin MODEL)),.*\.acc$$,$(MODEL)\.)
 exps: $(STAMP) ## compare experiments in a narrow table: test accuracy of every model (MODEL=lenet: its loss, worst digit, seconds)
 	dvc exp show --no-pager --only-changed --keep '$(EXPS_COLUMNS)' \
@@ -102,7 +112,7 @@ bench-quick: $(STAMP) ## the same comparison with 2-second measurements, no time
 bench-levers: $(STAMP) ## our path per model under each speed lever: NCHW/NHWC x fp32/bf16, torch.compile, 2x batch
 	python -m mnist_tools.bench --levers
 
-isacheck: $(STAMP) ## weights after 6 SGD steps per model under capped instruction sets: same digest = same kernels (~12 min)
+isacheck: $(STAMP) ## weights after 6 training steps per model under capped instruction sets: same digest = same kernels (~12 min)
 	python -m mnist_tools.isacheck
 
 mutation: $(STAMP) ## mutmut over the pipeline core with the unit tests: killed share per module, fails under 90%

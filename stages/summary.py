@@ -7,23 +7,24 @@ prints them without a file prefix and `make exps` fits a terminal.
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
-from mnist_pipeline.cli import load_checked_params, read_json, run, write_json
-from mnist_pipeline.params import model_names
+from mnist_pipeline.cli import load_checked_params, metrics_stage, read_csv, read_json, run, write_json
 from mnist_pipeline.summary import summarize
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default="params.yaml", help="params file")
-    parser.add_argument("--metrics", required=True, type=Path, help="folder of metrics/<model>.json")
-    parser.add_argument("--history", required=True, type=Path, help="folder of plots/train/<model>.csv")
+    parser.add_argument(
+        "--metrics", required=True, type=Path, nargs="+", help="metrics/<model>.json, ensemble last"
+    )
+    parser.add_argument("--history", required=True, type=Path, nargs="+", help="plots/train/<model>.csv")
     parser.add_argument("--out", required=True, type=Path, help="summary metrics JSON to write")
     args = parser.parse_args()
-    names = model_names(load_checked_params(args.params))
-    metrics = {name: read_json(args.metrics / f"{name}.json") for name in [*names, "ensemble"]}
-    histories = {name: pd.read_csv(args.history / f"{name}.csv") for name in names}
+    load_checked_params(args.params)
+    metrics = {path.stem: read_json(path, made_by=metrics_stage(path.stem)) for path in args.metrics}
+    histories = {path.stem: read_csv(path, made_by=f"train@{path.stem}") for path in args.history}
     summary = summarize(metrics, histories)
     write_json(args.out, summary)
     best = max(summary, key=lambda name: summary[name]["acc"])

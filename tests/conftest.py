@@ -12,9 +12,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -24,8 +24,10 @@ from mnist_tools.smoke import git
 ROOT = Path(__file__).resolve().parents[1]
 # The folder of the four official .gz files that .ci/with_mirror serves; the same default.
 MNIST_DIR = Path(os.environ.get("MNIST_DIR", ROOT.parent / "shared" / "mnist"))
-NO_MNIST = ("no MNIST source for the download and end-to-end tests: set MNIST_MIRROR to a mirror of the four "
-            "MNIST .gz files, or MNIST_DIR to a folder holding them (.ci/run serves it)")
+NO_MNIST = (
+    "no MNIST source for the download and end-to-end tests: set MNIST_MIRROR to a mirror of the four "
+    "MNIST .gz files, or MNIST_DIR to a folder holding them (.ci/run serves it)"
+)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -69,7 +71,8 @@ def serve_dir() -> Iterator:
 
 @pytest.fixture(scope="session")
 def mnist_mirror(serve_dir) -> str:
-    """Base URL serving the four official MNIST files: $MNIST_MIRROR, else a loopback server over $MNIST_DIR."""
+    """Base URL serving the four official MNIST files: $MNIST_MIRROR,
+    else a loopback server over $MNIST_DIR."""
     if os.environ.get("MNIST_MIRROR"):
         return os.environ["MNIST_MIRROR"].replace(",", " ").split()[0]
     if (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
@@ -81,8 +84,12 @@ def write_idx(folder: Path, prefix: str, images: torch.Tensor, labels: torch.Ten
     """Write uncompressed IDX files as MNIST names them: (N, 28, 28) uint8 images, (N,) labels."""
     folder.mkdir(parents=True, exist_ok=True)
     n, h, w = images.shape
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.numpy().tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.to(torch.uint8).numpy().tobytes())
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 0x803, n, h, w) + images.numpy().tobytes()
+    )
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 0x801, n) + labels.to(torch.uint8).numpy().tobytes()
+    )
 
 
 @pytest.fixture
@@ -115,15 +122,21 @@ BIN = Path(sys.executable).parent
 def tool(repo: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     """Run one of the project's tools in repo, with repo's own source first on the import path."""
     env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", f"mnist_tools.{module}", *args], cwd=repo,
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", f"mnist_tools.{module}", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def make(repo: Path, *args: str) -> subprocess.CompletedProcess:
     """`make` in repo with this test run's interpreter, taking the venv as installed."""
     env = os.environ | {"PYTHONPATH": str(repo / "src"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(["make", "-s", "-o", ".venv/.installed", *args], cwd=repo, capture_output=True, text=True,
-                          env=env)
+    return subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", *args], cwd=repo, capture_output=True, text=True, env=env
+    )
 
 
 def table(text: str) -> tuple[list[str], dict[str, list[str]]]:
@@ -153,7 +166,8 @@ def workspace_state(root: Path) -> dict[str, tuple[int, int]]:
 
 @dataclass
 class SmokeRun:
-    """A completed `make smoke` of this project, and what it changed in the project folder (nothing, we hope)."""
+    """A completed `make smoke` of this project,
+    and what it changed in the project folder (nothing, we hope)."""
 
     path: Path
     changed_in_workspace: list[str]
@@ -161,7 +175,8 @@ class SmokeRun:
 
 @dataclass
 class SmokeBuild:
-    """`make smoke` running in the background while the unit tests run (it spends most of its time importing)."""
+    """`make smoke` running in the background while the unit tests run
+    (it spends most of its time importing)."""
 
     process: subprocess.Popen
     path: Path
@@ -180,8 +195,13 @@ def start_smoke(mirror: str | None) -> SmokeBuild:
     before = workspace_state(ROOT)
     # -o: take the installed venv as it is (the test run already uses it)
     with log.open("w") as out:
-        process = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "smoke", f"SMOKE_DIR={path}"], cwd=ROOT,
-                                   env=os.environ | env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            ["make", "-s", "-o", ".venv/.installed", "smoke", f"SMOKE_DIR={path}"],
+            cwd=ROOT,
+            env=os.environ | env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return SmokeBuild(process, path, log, env, before, server)
 
 
@@ -189,12 +209,19 @@ _smoke: list[SmokeBuild] = []  # the build started at collection, if any e2e tes
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly has shuffled the order
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the end-to-end tests last, and start the smoke run they share now, so it builds during the unit tests."""
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Run the end-to-end tests last, and start the smoke run they share now,
+    so it builds during the unit tests."""
     e2e = [item for item in items if item.get_closest_marker("e2e")]
     items[:] = [item for item in items if not item.get_closest_marker("e2e")] + e2e
     mirror = os.environ.get("MNIST_MIRROR", "").replace(",", " ").split()
-    if e2e and not config.option.collectonly and (mirror or (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()):
+    if (
+        e2e
+        and not config.option.collectonly
+        and (mirror or (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file())
+    ):
         _smoke.append(start_smoke(mirror[0] if mirror else None))
 
 
@@ -211,7 +238,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def smoke_run(mnist_mirror) -> Iterator[SmokeRun]:
-    """The smoke run started at collection, committed there as main: the template every end-to-end test copies."""
+    """The smoke run started at collection, committed there as main:
+    the template every end-to-end test copies."""
     build = _smoke[0] if _smoke else start_smoke(mnist_mirror)
     if build not in _smoke:
         _smoke.append(build)
@@ -223,7 +251,9 @@ def smoke_run(mnist_mirror) -> Iterator[SmokeRun]:
     git(build.path, "add", "-A")
     git(build.path, "commit", "-q", "-m", "smoke run")
     before = build.before
-    yield SmokeRun(build.path, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)))
+    yield SmokeRun(
+        build.path, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    )
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -246,7 +276,8 @@ def template(smoke_run: SmokeRun) -> Iterator[Path]:
 
 @pytest.fixture
 def repo(smoke_run: SmokeRun, tmp_path: Path) -> Iterator[Path]:
-    """This test's own copy of the smoke run (git history, workspace, DVC cache): change it freely, in any order."""
+    """This test's own copy of the smoke run (git history, workspace, DVC cache):
+    change it freely, in any order."""
     path = tmp_path / "project"
     shutil.copytree(smoke_run.path, path, symlinks=True)
     yield path

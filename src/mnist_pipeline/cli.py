@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import check_params, load_params
@@ -49,14 +51,52 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # macOS, Windows, musl
         return False
-    settings = ((_M_MMAP_THRESHOLD, 256 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 64 << 20))  # bytes
+    settings = (
+        (_M_MMAP_THRESHOLD, 256 << 20),
+        (_M_TRIM_THRESHOLD, 256 << 20),
+        (_M_TOP_PAD, 64 << 20),
+    )  # bytes
     return all(mallopt(option, value) == 1 for option, value in settings)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON file that an earlier stage wrote."""
-    with path.open() as f:
-        return json.load(f)
+def fingerprint(*parts: Any) -> str:
+    """sha256 of JSON-serialisable parts: what a checkpoint must match to be resumed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """md5 of a file's bytes (the digest DVC records)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def missing_input(path: Path, stage: str) -> PipelineError:
+    """The error for an input file that is not there, naming the stage that writes it."""
+    return PipelineError(f"{path} not found: stage {stage} writes it (fix: run `dvc repro {stage}`)")
+
+
+def metrics_stage(name: str) -> str:
+    """The stage that writes metrics/<name>.json: the ensemble's own, evaluate@<name> for a model."""
+    return "ensemble" if name == "ensemble" else f"evaluate@{name}"
+
+
+def read_json(path: Path, made_by: str) -> dict[str, Any]:
+    """Read a JSON file that stage made_by wrote; a missing one names that stage."""
+    try:
+        with path.open() as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise missing_input(path, made_by) from None
+
+
+def read_csv(path: Path, made_by: str) -> Any:
+    """Read a CSV file that stage made_by wrote, as a pandas DataFrame; a missing one names that stage."""
+    import pandas as pd  # ~0.5 s: only for the stages that read CSVs
+
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise missing_input(path, made_by) from None
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -84,6 +124,14 @@ def run(main: Callable[[], None]) -> None:
     """Run a stage's main(); expected failures become one line on stderr and exit status 2."""
     try:
         main()
-    except (PipelineError, FileNotFoundError) as e:
+    except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (
+        FileNotFoundError
+    ) as e:  # a path given on the command line; the stages' own inputs name their stage
+        print(
+            f"error: {e.filename} not found (fix: check the path, or run the stage that writes it)",
+            file=sys.stderr,
+        )
         sys.exit(2)

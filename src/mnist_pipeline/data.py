@@ -77,9 +77,9 @@ def download_mnist(out_dir: Path, mirrors: list[str], timeout_s: float) -> None:
     finally:
         socket.setdefaulttimeout(previous_timeout)
     raise DownloadError(
-        f"could not download MNIST from any mirror: tried {'; '.join(errors)}. "
-        f"Set {MIRROR_ENV} to one or more base URLs serving the four official .gz files "
-        f"(e.g. {MIRROR_ENV}=http://127.0.0.1:8765/ after `python -m http.server 8765 --bind 127.0.0.1` "
+        f"could not download MNIST from any mirror: tried {'; '.join(errors)} "
+        f"(fix: set {MIRROR_ENV} to one or more base URLs serving the four official .gz files, "
+        f"e.g. {MIRROR_ENV}=http://127.0.0.1:8765/ after `python -m http.server 8765 --bind 127.0.0.1` "
         f"in a folder holding them)"
     )
 
@@ -90,8 +90,11 @@ def load_raw(raw_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
 
     try:
         dataset = MNIST(raw_dir, train=train, download=False)
-    except RuntimeError as e:
-        raise FileNotFoundError(f"no MNIST files under {raw_dir}/MNIST/raw ({_one_line(e)}); run `dvc repro download`") from None
+    except RuntimeError:  # torchvision's "Dataset not found. You can use download=True": our fix is the stage
+        raise PipelineError(
+            f"no MNIST files under {raw_dir}/MNIST/raw: stage download writes them "
+            "(fix: run `dvc repro download`)"
+        ) from None
     return dataset.data.contiguous(), dataset.targets.to(torch.int64)
 
 
@@ -122,8 +125,10 @@ def load_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         data = torch.load(path, weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found; run `dvc repro preprocess`") from None
+        raise PipelineError(
+            f"{path} not found: stage preprocess writes it (fix: run `dvc repro preprocess`)"
+        ) from None
     images, labels = data["images"], data["labels"]
     if images.dtype != torch.uint8 or images.dim() != 3 or labels.shape != images.shape[:1]:
-        raise PipelineError(f"{path} is not a processed MNIST split; rerun `dvc repro -f preprocess`")
+        raise PipelineError(f"{path} is not a processed MNIST split (fix: rerun `dvc repro -f preprocess`)")
     return images, labels

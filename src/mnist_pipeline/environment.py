@@ -20,50 +20,58 @@ ENV_DIR = "metrics/env"  # where stages record their environment, one JSON file 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the ones that change which kernels run
 
 # oneDNN's ISA caps, lowest first (ONEDNN_MAX_CPU_ISA); where bf16 hardware instructions begin.
-_ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
-                "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
-                "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16")
+_ONEDNN_ISAS = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+    "AVX512_CORE_BF16",
+    "AVX10_1_512",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX512_CORE_AMX_FP16",
+)
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what the platform module knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def cpu_id(cpuinfo: str | None = None) -> str | None:
-    """x86 family, model and stepping from /proc/cpuinfo (or the given text), e.g. 'family 25 model 1 stepping 1'.
-
-    Virtual machines often name every EPYC just "AMD EPYC"; these numbers tell a Zen 1 (family 23)
-    from a Zen 3 (family 25, model 1) from a Zen 4 (family 25, model 17), which run different kernels.
-    """
+def first_processor(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (or of the given text) as field → value; {} off Linux."""
     if cpuinfo is None:
         path = Path("/proc/cpuinfo")
         cpuinfo = path.read_text() if path.is_file() else ""
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         if not line.strip():
-            break  # the first processor's block is enough
+            break  # the other processors' blocks repeat it
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_model(fields: dict[str, str]) -> str:
+    """The CPU's marketing name from first_processor() fields, else what the platform module knows."""
+    return fields.get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_id(cpuinfo: str | None = None, fields: dict[str, str] | None = None) -> str | None:
+    """x86 family, model and stepping, e.g. 'family 25 model 1 stepping 1' (None on other architectures).
+
+    Virtual machines often name every EPYC just "AMD EPYC"; these numbers tell a Zen 1 (family 23)
+    from a Zen 3 (family 25, model 1) from a Zen 4 (family 25, model 17), which run different kernels.
+    """
+    fields = first_processor(cpuinfo) if fields is None else fields
     if "cpu family" not in fields or "model" not in fields:
         return None
     return f"family {fields['cpu family']} model {fields['model']} stepping {fields.get('stepping', '?')}"
 
 
-def cpu_flags() -> dict[str, bool]:
+def cpu_flags(fields: dict[str, str]) -> dict[str, bool]:
     """Which of the instruction-set extensions that steer kernel choice the CPU reports (Linux only)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags: set[str] = set()
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+    flags = set(fields.get("flags", "").split())
     return {flag: flag in flags for flag in CPU_FLAGS}
 
 
@@ -81,15 +89,16 @@ def runtime_environment(device: Any, threads: int, bf16: bool) -> dict[str, Any]
     """What produced a stage's numbers: versions, device, threads, CPU and the kernels it dispatched to."""
     import torch
 
-    flags = cpu_flags()
+    fields = first_processor()  # /proc/cpuinfo read once
+    flags = cpu_flags(fields)
     onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
     env: dict[str, Any] = {
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass that weights_only loading refuses
         "python": platform.python_version(),
         "device": str(device),
         "threads": threads,
-        "cpu_model": cpu_model(),
-        "cpu_id": cpu_id(),
+        "cpu_model": cpu_model(fields),
+        "cpu_id": cpu_id(fields=fields),
         "cpu_flags": flags,
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA ATen's kernels use
         "onednn_max_cpu_isa": onednn_cap or "default",
@@ -104,12 +113,22 @@ def runtime_environment(device: Any, threads: int, bf16: bool) -> dict[str, Any]
 
 
 # The fields whose difference between two runs explains different numbers (versions, kernels, threads).
-COMPARED = ("torch", "device", "gpu", "threads", "cpu_model", "cpu_id", "aten_cpu_capability", "onednn_max_cpu_isa",
-            "mkl_cbwr", "bf16_instructions")
+COMPARED = (
+    "torch",
+    "device",
+    "gpu",
+    "threads",
+    "cpu_model",
+    "cpu_id",
+    "aten_cpu_capability",
+    "onednn_max_cpu_isa",
+    "mkl_cbwr",
+    "bf16_instructions",
+)
 
 
 def describe(env: dict[str, Any]) -> str:
-    """A short human description, e.g. 'AMD EPYC, AVX2, bf16 without hardware support, 2 threads, torch 2.14.1'."""
+    """A short description, e.g. 'AMD EPYC, AVX2, bf16 without hardware support, 2 threads, torch 2.14.1'."""
     where = env.get("gpu") or env.get("cpu_model", "?") + (f" ({env['cpu_id']})" if env.get("cpu_id") else "")
     parts = [where, f"ATen {env.get('aten_cpu_capability', '?')}"]
     if env.get("onednn_max_cpu_isa", "default") != "default":

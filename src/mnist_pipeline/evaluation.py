@@ -12,19 +12,19 @@ CLASSES = list(range(10))  # the digits
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Accuracy, mean cross-entropy, per-class accuracy (recall) and the 10x10 confusion matrix (rows = actual)."""
+    """Accuracy, mean cross-entropy, per-class accuracy (recall), 10x10 confusion matrix (rows: actual)."""
     predicted = logits.argmax(1).numpy()
     actual = labels.numpy()
     per_class = recall_score(actual, predicted, labels=CLASSES, average=None, zero_division=0.0)
     return {
         "accuracy": round(float(accuracy_score(actual, predicted)), 6),
         "loss": round(F.cross_entropy(logits.float(), labels).item(), 6),
-        "per_class_accuracy": {str(c): round(float(a), 6) for c, a in zip(CLASSES, per_class)},
+        "per_class_accuracy": {str(c): round(float(a), 6) for c, a in zip(CLASSES, per_class, strict=True)},
         "confusion_matrix": confusion_matrix(actual, predicted, labels=CLASSES).tolist(),
     }
 
 
 def mean_softmax(logits: list[torch.Tensor]) -> torch.Tensor:
     """Ensemble log-probabilities (N, 10): log of the mean of each model's softmax."""
-    probs = torch.stack([l.float().softmax(1) for l in logits]).mean(0)
+    probs = torch.stack([member.float().softmax(1) for member in logits]).mean(0)
     return probs.clamp_min(1e-12).log()

@@ -1,17 +1,52 @@
-"""Model registry: the five seed architectures plus our own, built by name."""
+"""Model registry: the five seed architectures plus our own, built by name, each with its card."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.smallconv import use_dense_small_maps
 
 NUM_CLASSES = 10
+Builder = TypeVar("Builder", bound=Callable[[], nn.Module])
 
 
+@dataclass(frozen=True)
+class ModelCard:
+    """A registered architecture: how to build it, and what dvc.yaml's artifacts: says of it."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    description: str  # the artifact's desc
+    labels: tuple[str, ...]  # the artifact's labels
+
+
+MODELS: dict[str, ModelCard] = {}
+
+
+def register_model(name: str, description: str, labels: tuple[str, ...]) -> Callable[[Builder], Builder]:
+    """Add the decorated builder (a class or function without arguments) to MODELS; each name only once."""
+
+    def register(build: Builder) -> Builder:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is already registered (by {MODELS[name].build.__qualname__})")
+        MODELS[name] = ModelCard(name, build, description, tuple(labels))
+        return build
+
+    return register
+
+
+@register_model(
+    "resnet18",
+    "ResNet18 with a 1-channel 7x7 stem (seed 000), 11.2M parameters",
+    ("mnist", "seed-000", "convnet", "resnet"),
+)
 def resnet18() -> nn.Module:
     """Seed 000: torchvision ResNet18 with a 1-channel 7x7/2 stem and a 10-way head."""
     from torchvision.models import resnet18 as torchvision_resnet18  # ~3 s to import: only where it is used
@@ -23,6 +58,7 @@ def resnet18() -> nn.Module:
     return use_dense_small_maps(model)
 
 
+@register_model("mlp", "784-300-100-10 MLP with BatchNorm (seed 001)", ("mnist", "seed-001", "mlp"))
 class MLP(nn.Module):
     """Seed 001: 784-300-100-10 with BatchNorm after each hidden Linear."""
 
@@ -58,11 +94,13 @@ class TwoConvNet(nn.Module):
         return self.fc2(x)
 
 
+@register_model("lenet", "LeNet-style 2 conv + 2 fc (seed 002)", ("mnist", "seed-002", "convnet"))
 def lenet() -> nn.Module:
     """Seed 002: conv 24 → conv 48 → fc 1200→200 → fc 200→10."""
     return TwoConvNet(24, 48, 200)
 
 
+@register_model("cnn6", "six 3x3 convs and one linear layer (seed 003)", ("mnist", "seed-003", "convnet"))
 class CNN6(nn.Module):
     """Seed 003: six 3x3 convs (16,16,32,32,64,64) with two max-pools and one Linear."""
 
@@ -70,14 +108,19 @@ class CNN6(nn.Module):
         super().__init__()
         self.conv1 = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2))  # 14x14
         self.conv2 = nn.Sequential(
-            nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, 1, 1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, 1, 1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
         )  # 7x7
         self.conv3 = nn.Sequential(
-            nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, 1, 1),
+            nn.ReLU(),
         )
         self.out = nn.Linear(64 * 7 * 7, NUM_CLASSES)
 
@@ -86,48 +129,49 @@ class CNN6(nn.Module):
         return self.out(torch.flatten(x, 1))
 
 
+@register_model("cnn2", "2 conv + 2 fc (seed 004)", ("mnist", "seed-004", "convnet"))
 def cnn2() -> nn.Module:
     """Seed 004: conv 32 → conv 64 → fc 1600→64 → fc 64→10."""
     return TwoConvNet(32, 64, 64)
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
+@register_model(
+    "bnnet", "four 3x3 convs with BatchNorm and a dense head, weight EMA (ours)", ("mnist", "ours", "convnet")
+)
 class BNNet(nn.Module):
-    """Ours: four 3x3 convs with BatchNorm, one at 28x28, two at 14x14, one at 7x7; a dense head on the 7x7 map."""
+    """Ours: four 3x3 convs with BatchNorm, one at 28x28, two at 14x14, one at 7x7; a dense head on 7x7."""
 
     def __init__(self, full: int = 16, half: int = 48, quarter: int = 96) -> None:
         super().__init__()
         # Few channels at full resolution: there BatchNorm, ReLU and pooling move the most memory per
         # image. 16 channels trained 1.4x faster than 24 (bf16, channels-last, 2 CPU cores).
         self.features = nn.Sequential(
-            _conv_bn(1, full), nn.MaxPool2d(2),  # (N, full, 14, 14)
-            _conv_bn(full, half), _conv_bn(half, half), nn.MaxPool2d(2),  # (N, half, 7, 7)
+            _conv_bn(1, full),
+            nn.MaxPool2d(2),  # (N, full, 14, 14)
+            _conv_bn(full, half),
+            _conv_bn(half, half),
+            nn.MaxPool2d(2),  # (N, half, 7, 7)
             _conv_bn(half, quarter),  # (N, quarter, 7, 7)
         )
-        self.out = nn.Linear(quarter * 7 * 7, NUM_CLASSES)  # keeps where the strokes are, unlike global pooling
+        self.out = nn.Linear(
+            quarter * 7 * 7, NUM_CLASSES
+        )  # keeps where the strokes are, unlike global pooling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(torch.flatten(self.features(x), 1))
 
 
-MODELS: dict[str, Callable[[], nn.Module]] = {
-    "resnet18": resnet18,
-    "mlp": MLP,
-    "lenet": lenet,
-    "cnn6": CNN6,
-    "cnn2": cnn2,
-    "bnnet": BNNet,
-}
-
-
 def build_model(arch: str) -> nn.Module:
     """Return a freshly initialised model for the registered architecture name."""
     if arch not in MODELS:
-        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(sorted(MODELS))}")
-    return MODELS[arch]()
+        raise PipelineError(f"unknown architecture {arch!r} (fix: use one of {', '.join(sorted(MODELS))})")
+    return MODELS[arch].build()
 
 
 def count_parameters(model: nn.Module) -> int:

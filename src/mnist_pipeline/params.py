@@ -6,8 +6,9 @@ import dataclasses
 import difflib
 import re
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -21,7 +22,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class ParamsError(PipelineError):
-    """A params.yaml value that the pipeline cannot use; the message names the key and the fix."""
+    """A params.yaml value that the pipeline cannot use; the message names the key, then the fix."""
+
+    def __init__(
+        self, problem: str, fix: str = "correct it in params.yaml or in your `dvc exp run -S` override"
+    ) -> None:
+        super().__init__(f"{problem} (fix: {fix})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +70,12 @@ class ModelParams:
     norm_std: float = 1.0
     patience: int = 0  # early stopping: epochs without a better val accuracy; 0 = off
     channels_last: bool = False  # NHWC memory format; measured faster on CPU for the small CNNs
-    ema_decay: float = 0.0  # per-step exponential moving average of the weights, which val scores and train saves; 0 = off
-    bf16: bool = False  # bfloat16 autocast for training forward passes; weights, loss and evaluation stay float32
+    ema_decay: float = (
+        0.0  # per-step exponential moving average of the weights, which val scores and train saves; 0 = off
+    )
+    bf16: bool = (
+        False  # bfloat16 autocast for training forward passes; weights, loss and evaluation stay float32
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,22 +157,35 @@ def validate_model(params: ModelParams, path: str, architectures: Iterable[str] 
     _choice(f"{path}.optimizer", params.optimizer, OPTIMIZERS)
     _choice(f"{path}.schedule", params.schedule, SCHEDULES)
     _require(params.lr > 0, f"{path}.lr = {params.lr} must be > 0")
-    _require(params.batch_size >= 2, f"{path}.batch_size = {params.batch_size} must be >= 2 (BatchNorm needs 2)")
+    _require(
+        params.batch_size >= 2, f"{path}.batch_size = {params.batch_size} must be >= 2 (BatchNorm needs 2)"
+    )
     _require(params.epochs >= 1, f"{path}.epochs = {params.epochs} must be >= 1")
     _require(params.momentum >= 0, f"{path}.momentum = {params.momentum} must be >= 0")
     _require(params.weight_decay >= 0, f"{path}.weight_decay = {params.weight_decay} must be >= 0")
     _require(params.step_epochs >= 1, f"{path}.step_epochs = {params.step_epochs} must be >= 1")
     _require(params.gamma > 0, f"{path}.gamma = {params.gamma} must be > 0")
     _require(0 <= params.warmup_frac < 1, f"{path}.warmup_frac = {params.warmup_frac} must be in [0, 1)")
-    _require(0 <= params.label_smoothing < 1, f"{path}.label_smoothing = {params.label_smoothing} must be in [0, 1)")
+    _require(
+        0 <= params.label_smoothing < 1,
+        f"{path}.label_smoothing = {params.label_smoothing} must be in [0, 1)",
+    )
     _require(0 <= params.rotate_deg <= 180, f"{path}.rotate_deg = {params.rotate_deg} must be in [0, 180]")
-    _require(0 <= params.translate_px <= 14, f"{path}.translate_px = {params.translate_px} must be in [0, 14]")
+    _require(
+        0 <= params.translate_px <= 14, f"{path}.translate_px = {params.translate_px} must be in [0, 14]"
+    )
     _require(0 <= params.scale < 1, f"{path}.scale = {params.scale} must be in [0, 1)")
-    _require(0 <= params.clean_epochs <= params.epochs,
-             f"{path}.clean_epochs = {params.clean_epochs} must be in [0, epochs = {params.epochs}]")
-    _require(0 <= params.ema_decay < 1, f"{path}.ema_decay = {params.ema_decay} must be in [0, 1) (0 turns it off)")
+    _require(
+        0 <= params.clean_epochs <= params.epochs,
+        f"{path}.clean_epochs = {params.clean_epochs} must be in [0, epochs = {params.epochs}]",
+    )
+    _require(
+        0 <= params.ema_decay < 1, f"{path}.ema_decay = {params.ema_decay} must be in [0, 1) (0 turns it off)"
+    )
     _require(params.norm_std > 0, f"{path}.norm_std = {params.norm_std} must be > 0")
-    _require(params.patience >= 0, f"{path}.patience = {params.patience} must be >= 0 (0 turns early stopping off)")
+    _require(
+        params.patience >= 0, f"{path}.patience = {params.patience} must be >= 0 (0 turns early stopping off)"
+    )
     return params
 
 
@@ -183,7 +206,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         with path.open() as f:
             raw = yaml.safe_load(f)
     except FileNotFoundError:
-        raise ParamsError(f"{path} not found; run from the project root or pass --params") from None
+        raise ParamsError(f"{path} not found", "run from the project root or pass --params") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
@@ -212,7 +235,9 @@ def preprocess_params(raw: dict[str, Any]) -> PreprocessParams:
         f"preprocess.val_size = {params.val_size} must be between 1 and {MNIST_TRAIN_SIZE - 1} "
         f"(it is held out of the {MNIST_TRAIN_SIZE} training images)",
     )
-    _require(params.train_limit >= 0, f"preprocess.train_limit = {params.train_limit} must be >= 0 (0 keeps all)")
+    _require(
+        params.train_limit >= 0, f"preprocess.train_limit = {params.train_limit} must be >= 0 (0 keeps all)"
+    )
     return params
 
 
@@ -232,7 +257,9 @@ def model_names(raw: dict[str, Any]) -> list[str]:
         raise ParamsError("models: in params.yaml must map model names to recipes")
     for name in models:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", str(name)):
-            raise ParamsError(f"model name {name!r} must be lower-case letters, digits and _ (it names files and stages)")
+            raise ParamsError(
+                f"model name {name!r} must be lower-case letters, digits and _ (it names files and stages)"
+            )
     return list(models)
 
 
@@ -261,13 +288,18 @@ def plot_params(raw: dict[str, Any]) -> PlotParams:
 
 @dataclasses.dataclass(frozen=True)
 class GuardParams:
-    max_accuracy_drop_pp: float  # fail the PR check when a model's test accuracy falls by more, percentage points
+    max_accuracy_drop_pp: (
+        float  # fail the PR check when a model's test accuracy falls by more, percentage points
+    )
 
 
 def guard_params(raw: dict[str, Any]) -> GuardParams:
     """The guard: section, validated."""
     params = build_section(GuardParams, _section(raw, "guard"), "guard")
-    _require(params.max_accuracy_drop_pp >= 0, f"guard.max_accuracy_drop_pp = {params.max_accuracy_drop_pp} must be >= 0")
+    _require(
+        params.max_accuracy_drop_pp >= 0,
+        f"guard.max_accuracy_drop_pp = {params.max_accuracy_drop_pp} must be >= 0",
+    )
     return params
 
 
@@ -280,7 +312,9 @@ def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None
         if key not in SECTIONS:
             close = suggest(str(key), SECTIONS)
             hint = f" (did you mean {close}?)" if close else ""
-            raise ParamsError(f"unknown section {key}{hint} in params.yaml; valid sections: {', '.join(SECTIONS)}")
+            raise ParamsError(
+                f"unknown section {key}{hint} in params.yaml; valid sections: {', '.join(SECTIONS)}"
+            )
     validate_seed(_section(raw, "seed"))
     download_params(raw)
     preprocess_params(raw)

@@ -41,8 +41,15 @@ def confusion_heatmap(matrix: list[list[int]], title: str, normalize: bool) -> F
     top = mistakes.max() or 1
     for (r, c), value in np.ndenumerate(counts):
         if r != c and value:
-            ax.text(c, r, f"{shown[r, c]:.3f}" if normalize else str(value), ha="center", va="center", fontsize=7,
-                    color="white" if shown[r, c] > 0.6 * top else "black")
+            ax.text(
+                c,
+                r,
+                f"{shown[r, c]:.3f}" if normalize else str(value),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if shown[r, c] > 0.6 * top else "black",
+            )
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="actual", title=title)
     fig.colorbar(image, ax=ax, label="share of the row's images" if normalize else "test images")
     fig.tight_layout()
@@ -65,7 +72,9 @@ def per_class_error_bars(per_class: dict[str, dict[str, float]]) -> Figure:
     return fig
 
 
-def image_grid(images: np.ndarray, titles: list[str], cols: int, title: str, title_colors: list[str] | None = None) -> Figure:
+def image_grid(
+    images: np.ndarray, titles: list[str], cols: int, title: str, title_colors: list[str] | None = None
+) -> Figure:
     """Tiles of (N, 28, 28) uint8 digits with a caption each."""
     rows = max(1, -(-len(images) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.25, rows * 1.4 + 0.5), squeeze=False)
@@ -87,21 +96,27 @@ def confident_mistakes(probs: np.ndarray, labels: np.ndarray, count: int) -> np.
     return wrong[order[:count]]
 
 
-def leaderboard(metrics: dict[str, dict], histories: dict[str, pd.DataFrame], timings: dict[str, dict]) -> pd.DataFrame:
+def leaderboard(
+    metrics: dict[str, dict], histories: dict[str, pd.DataFrame], timings: dict[str, dict]
+) -> pd.DataFrame:
     """One row per model, best test accuracy first."""
     rows = []
     for name, m in metrics.items():
         worst = min(m["per_class_accuracy"], key=lambda digit: m["per_class_accuracy"][digit])
-        rows.append({
-            "model": name,
-            "parameters": m.get("parameters"),
-            "test_accuracy": m["accuracy"],
-            "worst_class": int(worst),
-            "worst_class_accuracy": m["per_class_accuracy"][worst],
-            "epochs": m.get("epochs_run"),
-            "training_seconds": round(float(histories[name]["seconds"].sum()), 1) if name in histories else None,
-            "inference_images_per_second": timings.get(name, {}).get("images_per_second"),
-        })
+        rows.append(
+            {
+                "model": name,
+                "parameters": m.get("parameters"),
+                "test_accuracy": m["accuracy"],
+                "worst_class": int(worst),
+                "worst_class_accuracy": m["per_class_accuracy"][worst],
+                "epochs": m.get("epochs_run"),
+                "training_seconds": round(float(histories[name]["seconds"].sum()), 1)
+                if name in histories
+                else None,
+                "inference_images_per_second": timings.get(name, {}).get("images_per_second"),
+            }
+        )
     # nullable integers: counts print as 116730, not 116730.0, beside the ensemble's empty cells
     board = pd.DataFrame(rows).astype({"parameters": "Int64", "epochs": "Int64"})
     return board.sort_values("test_accuracy", ascending=False, kind="stable").reset_index(drop=True)
@@ -109,13 +124,17 @@ def leaderboard(metrics: dict[str, dict], histories: dict[str, pd.DataFrame], ti
 
 def leaderboard_markdown(board: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table with percentages."""
-    lines = ["| model | parameters | test accuracy | worst class | epochs | training s | inference images/s |",
-             "|---|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "| model | parameters | test accuracy | worst class | epochs | training s | inference images/s |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
     for r in board.itertuples():
         params = "—" if pd.isna(r.parameters) else f"{int(r.parameters):,}"
         epochs = "—" if pd.isna(r.epochs) else str(int(r.epochs))
         seconds = "—" if pd.isna(r.training_seconds) else f"{r.training_seconds:,.0f}"
         speed = "—" if pd.isna(r.inference_images_per_second) else f"{r.inference_images_per_second:,.0f}"
-        lines.append(f"| {r.model} | {params} | {100 * r.test_accuracy:.2f}% | {r.worst_class} "
-                     f"({100 * r.worst_class_accuracy:.2f}%) | {epochs} | {seconds} | {speed} |")
+        lines.append(
+            f"| {r.model} | {params} | {100 * r.test_accuracy:.2f}% | {r.worst_class} "
+            f"({100 * r.worst_class_accuracy:.2f}%) | {epochs} | {seconds} | {speed} |"
+        )
     return "\n".join(lines) + "\n"

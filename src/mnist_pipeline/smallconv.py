@@ -25,9 +25,14 @@ from torch import nn
 MAX_INPUT_PIXELS = 4
 
 
-@functools.lru_cache(maxsize=None)
-def tap_index(in_hw: tuple[int, int], out_hw: tuple[int, int], kernel: tuple[int, int],
-              stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+@functools.cache
+def tap_index(
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> torch.Tensor:
     """(OH*OW*H*W,) kernel tap linking each (output pixel, input pixel) pair; kh*kw where none does."""
     (h, w), (oh, ow), (kh, kw), (sh, sw), (ph, pw) = in_hw, out_hw, kernel, stride, padding
     index = []
@@ -40,16 +45,26 @@ def tap_index(in_hw: tuple[int, int], out_hw: tuple[int, int], kernel: tuple[int
     return torch.tensor(index)
 
 
-@functools.lru_cache(maxsize=None)
-def tap_picker(in_hw: tuple[int, int], out_hw: tuple[int, int], kernel: tuple[int, int],
-               stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+@functools.cache
+def tap_picker(
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> torch.Tensor:
     """(OH*OW*H*W, kh*kw) float32 one-hot rows picking each pixel pair's tap; zero rows where none reaches."""
     (kh, kw) = kernel
-    return F.one_hot(tap_index(in_hw, out_hw, kernel, stride, padding), kh * kw + 1)[:, :kh * kw].float()
+    return F.one_hot(tap_index(in_hw, out_hw, kernel, stride, padding), kh * kw + 1)[:, : kh * kw].float()
 
 
-def dense_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                 stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+def dense_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> torch.Tensor:
     """F.conv2d(x, weight, bias, stride, padding) as one GEMM; x (N, C, H, W), output (N, O, OH, OW)."""
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -73,9 +88,18 @@ class SmallMapConv2d(nn.Conv2d):
     """nn.Conv2d (same parameters and state_dict) that runs on the CPU as a dense GEMM on tiny maps."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.shape[-2] * x.shape[-1] <= MAX_INPUT_PIXELS and self.groups == 1
-                and self.dilation == (1, 1) and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
-                and all(size + 2 * pad >= k for size, pad, k in zip(x.shape[-2:], self.padding, self.kernel_size))):
+        if (
+            x.device.type == "cpu"
+            and x.shape[-2] * x.shape[-1] <= MAX_INPUT_PIXELS
+            and self.groups == 1
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+            and isinstance(self.padding, tuple)
+            and all(
+                size + 2 * pad >= k
+                for size, pad, k in zip(x.shape[-2:], self.padding, self.kernel_size, strict=True)
+            )
+        ):
             return dense_conv2d(x, self.weight, self.bias, self.stride, self.padding)
         return super().forward(x)
 
@@ -89,7 +113,7 @@ def use_dense_small_maps(model: nn.Module) -> nn.Module:
 
 
 def use_stock_convs(model: nn.Module) -> nn.Module:
-    """Undo use_dense_small_maps: every SmallMapConv2d of model back to nn.Conv2d in place (PyTorch's kernels)."""
+    """Undo use_dense_small_maps: each SmallMapConv2d back to nn.Conv2d, in place (PyTorch's own kernels)."""
     for module in model.modules():
         if type(module) is SmallMapConv2d:
             module.__class__ = nn.Conv2d

@@ -1,4 +1,4 @@
-"""Every model's headline numbers in one small metrics file, so `dvc exp show` can compare them in a narrow table."""
+"""Every model's headline numbers in one small metrics file, for a narrow `dvc exp show` table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 
 
 def headline(metrics: dict[str, Any], history: pd.DataFrame | None) -> dict[str, float | int]:
-    """Test accuracy and loss, the worst digit and its accuracy, and training seconds when there was training."""
+    """Test accuracy and loss, the worst digit and its accuracy, and the training seconds if it trained."""
     per_class = metrics["per_class_accuracy"]
     worst = min(per_class, key=per_class.__getitem__)  # ties go to the lower digit
     numbers: dict[str, float | int] = {
@@ -22,6 +22,8 @@ def headline(metrics: dict[str, Any], history: pd.DataFrame | None) -> dict[str,
     return numbers
 
 
-def summarize(metrics: dict[str, dict[str, Any]], histories: dict[str, pd.DataFrame]) -> dict[str, dict[str, float | int]]:
-    """One entry per model, keyed by its name, in the order given; models without a history (the ensemble) get no seconds."""
+def summarize(
+    metrics: dict[str, dict[str, Any]], histories: dict[str, pd.DataFrame]
+) -> dict[str, dict[str, float | int]]:
+    """One entry per model, by name, in the order given; no seconds without a history (the ensemble)."""
     return {name: headline(m, histories.get(name)) for name, m in metrics.items()}

@@ -4,39 +4,22 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.inference import Preprocessing, predict_logits
 from mnist_pipeline.params import ModelParams
 
 
-def select_device(name: str) -> torch.device:
-    """Resolve 'auto' to cuda > mps > cpu; a device that is not available is a PipelineError naming the fix."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("train.device is 'cuda' but this machine has no CUDA device "
-                            "(fix: set train.device: auto or cpu in params.yaml)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise PipelineError("train.device is 'mps' but this machine has no MPS device "
-                            "(fix: set train.device: auto or cpu in params.yaml)")
-    return torch.device(name)
-
-
-def to_input(images: torch.Tensor, mean: float, std: float, channels_last: bool) -> torch.Tensor:
-    """(B, 28, 28) uint8 → (B, 1, 28, 28) float32 normalised model input."""
-    x = images.unsqueeze(1).float().div_(255.0).sub_(mean).div_(std)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def preprocessing_of(recipe: ModelParams) -> Preprocessing:
+    """The input preprocessing and memory format a recipe trains with, saved with its model."""
+    return Preprocessing(mean=recipe.norm_mean, std=recipe.norm_std, channels_last=recipe.channels_last)
 
 
 def augment(x: torch.Tensor, recipe: ModelParams, generator: torch.Generator) -> torch.Tensor:
@@ -50,7 +33,9 @@ def augment(x: torch.Tensor, recipe: ModelParams, generator: torch.Generator) ->
     shift_x = u[:, 2] * recipe.translate_px * 2 / w  # affine_grid works in [-1, 1] coordinates
     shift_y = u[:, 3] * recipe.translate_px * 2 / h
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)  # (B, 2, 3)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
+    )  # (B, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -67,14 +52,21 @@ def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 def batch_slices(n: int, batch_size: int) -> list[slice]:
     """Batch boundaries over n items; a trailing batch of one is dropped (BatchNorm cannot train on it)."""
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size) if min(i + batch_size, n) - i >= 2]
+    return [
+        slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size) if min(i + batch_size, n) - i >= 2
+    ]
 
 
 def build_optimizer(model: nn.Module, recipe: ModelParams) -> torch.optim.Optimizer:
     """The recipe's optimizer over all model parameters."""
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay, nesterov=False)
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=False,
+        )
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -90,11 +82,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: ModelParams, steps
         # OneCycleLR divides by its warm-up length, pct_start * total - 1 steps: keep it above 0 on tiny runs
         pct_start = recipe.warmup_frac if recipe.warmup_frac * total > 1 else 1.5 / total
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=pct_start,
+            optimizer,
+            max_lr=recipe.lr,
+            total_steps=total,
+            pct_start=pct_start,
             cycle_momentum=recipe.optimizer == "sgd" and recipe.momentum > 0,
         )
     if recipe.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_epochs * steps_per_epoch, gamma=recipe.gamma)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=recipe.step_epochs * steps_per_epoch, gamma=recipe.gamma
+        )
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -117,9 +114,25 @@ def train_one_epoch(
     ema: AveragedModel | None = None,
     augmented: bool = True,
 ) -> tuple[float, float]:
-    """One pass over (N, 28, 28) uint8 images on the model's device; returns (mean loss, accuracy)."""
+    """One pass over the training images in a seeded random order, one optimiser and schedule step per batch.
+
+    Args:
+        model: the model in training, on the device that holds images and labels.
+        optimizer: steps the model's parameters once per batch.
+        scheduler: steps the learning rate once per batch.
+        images: (N, 28, 28) uint8 training images.
+        labels: (N,) int64 digits.
+        recipe: batch size, augmentation, preprocessing, label smoothing and bf16 autocast.
+        generator: draws the order and the augmentation; its state advances.
+        ema: a weight average to update after every step, or None.
+        augmented: whether this epoch's images get the recipe's random rotation, shift and zoom.
+
+    Returns:
+        The mean training loss and the accuracy over the epoch's batches, as seen while training.
+    """
     model.train()
     device = images.device
+    preprocessing = preprocessing_of(recipe)
     order = torch.randperm(len(images), generator=generator).to(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -129,9 +142,7 @@ def train_one_epoch(
         x = images[idx].unsqueeze(1).float().div_(255.0)
         if augmented:
             x = augment(x, recipe, generator)
-        x = x.sub_(recipe.norm_mean).div_(recipe.norm_std)
-        if recipe.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = preprocessing.normalise(x)
         y = labels[idx]
         with bf16_autocast(device, recipe.bf16):
             logits = model(x)
@@ -149,25 +160,22 @@ def train_one_epoch(
     return loss_sum.item() / seen, correct.item() / seen
 
 
-@torch.inference_mode()
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int, mean: float, std: float, channels_last: bool
-) -> torch.Tensor:
-    """Logits (N, 10) float32 on the CPU for (N, 28, 28) uint8 images, in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)  # a no-op when fit() moved them already
-        out.append(model(to_input(batch, mean, std, channels_last)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 10)
-
-
 class Checkpointer(Protocol):
     """Where fit() keeps its per-epoch state so that a killed run can resume."""
 
     def load(self) -> dict[str, Any] | None: ...
     def save(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch of a fit, as fit_epochs yields it: its history row and the best weights so far."""
+
+    row: dict[str, float]  # epoch, lr, train_loss, train_acc, val_loss, val_acc, seconds (wall, train + val)
+    history: list[dict[str, float]]  # every row up to and including this one
+    best_state: dict[str, torch.Tensor]  # the weights with the best val accuracy so far, on the CPU
+    best_epoch: int
+    resumed: bool  # restored from the checkpoint rather than trained by this call
 
 
 @dataclass
@@ -184,7 +192,7 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def fit(
+def fit_epochs(
     model: nn.Module,
     recipe: ModelParams,
     train_data: tuple[torch.Tensor, torch.Tensor],
@@ -192,22 +200,39 @@ def fit(
     seed: int,
     eval_batch_size: int,
     checkpointer: Checkpointer | None = None,
-    on_epoch: Callable[[list[dict[str, float]]], None] | None = None,
-) -> FitResult:
-    """Train for up to recipe.epochs, keep the weights with the best val accuracy, stop early on patience.
+) -> Iterator[Epoch]:
+    """Train epoch by epoch, scoring val after each; yield each epoch as it ends.
 
-    on_epoch gets the history so far (one row per epoch) after every epoch, and once after restoring
-    epochs from the checkpointer, so that a caller can show and save progress while training runs.
+    Training runs for up to recipe.epochs and stops early once val accuracy has not improved for
+    recipe.patience epochs. The scored weights (the EMA average when the recipe keeps one) with the
+    best val accuracy are kept. Epochs restored from the checkpointer are yielded first, marked
+    resumed, each with the checkpoint's best weights.
+
+    Args:
+        model: a freshly built (seeded) model in the recipe's memory format, on the training device.
+        recipe: the model's section of params.yaml.
+        train_data: (N, 28, 28) uint8 images and (N,) int64 labels, moved to the model's device once.
+        val_data: the same for the val split; an empty split scores as NaN.
+        seed: seeds the batch order and the augmentation.
+        eval_batch_size: images per forward pass when scoring val.
+        checkpointer: where each epoch's state is saved and a killed run's state is restored, or None.
+
+    Yields:
+        One Epoch per epoch run or restored, in order.
     """
     device = next(model.parameters()).device
     train_images, train_labels = (t.to(device) for t in train_data)  # moved to the device once
     val_images = val_data[0].to(device)  # scored after every epoch: moved once too
     val_labels = val_data[1]
+    preprocessing = preprocessing_of(recipe)
     generator = torch.Generator().manual_seed(seed)  # shuffling and augmentation
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, len(batch_slices(len(train_images), recipe.batch_size)))
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
-           if recipe.ema_decay else None)
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+        if recipe.ema_decay
+        else None
+    )
     scored = ema.module if ema is not None else model  # the weights that val selects and that are saved
     history: list[dict[str, float]] = []
     best_state, best_epoch, best_acc, stale = _clone_state(model), 0, -1.0, 0
@@ -223,9 +248,8 @@ def fit(
         torch.set_rng_state(saved["torch_rng"])
         history, best_state = saved["history"], saved["best_state"]
         best_epoch, best_acc, stale = saved["best_epoch"], saved["best_acc"], saved["stale"]
-    resumed_from = len(history)
-    if on_epoch and history:
-        on_epoch(history)
+        for done, row in enumerate(history, 1):
+            yield Epoch(row, history[:done], best_state, best_epoch, resumed=True)
 
     for epoch in range(len(history) + 1, recipe.epochs + 1):
         if recipe.patience and stale >= recipe.patience:
@@ -233,28 +257,66 @@ def fit(
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         augmented = augmented_epoch(epoch, recipe)
-        train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_images, train_labels, recipe,
-                                                generator, ema, augmented)
+        train_loss, train_acc = train_one_epoch(
+            model, optimizer, scheduler, train_images, train_labels, recipe, generator, ema, augmented
+        )
         with bf16_autocast(device, recipe.bf16):  # val as trained: half the time
-            logits = predict_logits(scored, val_images, eval_batch_size, recipe.norm_mean, recipe.norm_std,
-                                    recipe.channels_last)
+            logits = predict_logits(scored, val_images, eval_batch_size, preprocessing)
         val_loss = F.cross_entropy(logits, val_labels).item()
         val_acc = (logits.argmax(1) == val_labels).float().mean().item()
         if val_acc > best_acc:
             best_state, best_epoch, best_acc, stale = _clone_state(scored), epoch, val_acc, 0
         else:
             stale += 1
-        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-               "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - start}
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "seconds": time.perf_counter() - start,
+        }
         history.append(row)
         if checkpointer:
-            checkpointer.save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": history, "best_state": best_state,
-                "best_epoch": best_epoch, "best_acc": best_acc, "stale": stale,
-            })
-        if on_epoch:
-            on_epoch(history)
-    return FitResult(best_state=best_state, best_epoch=best_epoch, history=history, resumed_from=resumed_from)
+            checkpointer.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "best_state": best_state,
+                    "best_epoch": best_epoch,
+                    "best_acc": best_acc,
+                    "stale": stale,
+                }
+            )
+        yield Epoch(row, list(history), best_state, best_epoch, resumed=False)
+
+
+def fit(
+    model: nn.Module,
+    recipe: ModelParams,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    val_data: tuple[torch.Tensor, torch.Tensor],
+    seed: int,
+    eval_batch_size: int,
+    checkpointer: Checkpointer | None = None,
+) -> FitResult:
+    """Run fit_epochs to the end and return its outcome.
+
+    Args:
+        model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer: as for fit_epochs.
+
+    Returns:
+        The best-on-val weights and their epoch, the whole history, and how many epochs were restored.
+    """
+    result = FitResult(best_state=_clone_state(model), best_epoch=0)
+    for epoch in fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer):
+        result = FitResult(
+            epoch.best_state, epoch.best_epoch, epoch.history, result.resumed_from + epoch.resumed
+        )
+    return result

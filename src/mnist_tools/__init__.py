@@ -1,4 +1,4 @@
-"""Tools around the pipeline (bench, predict, lockcheck, remote, report, smoke, isacheck, mutation, offline plots).
+"""Tools around the pipeline: bench, predict, lockcheck, remote, report, smoke, isacheck, mutation, plots.
 
 They import the core, mnist_pipeline; the core and the stages never import them.
 """

@@ -24,8 +24,9 @@ import argparse
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +36,13 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from mnist_pipeline.cli import keep_freed_memory
+from mnist_pipeline.cli import keep_freed_memory, run
 from mnist_pipeline.data import load_raw
+from mnist_pipeline.inference import Preprocessing, predict_logits
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import ModelParams, load_params, model_names, model_params
 from mnist_pipeline.smallconv import use_stock_convs
-from mnist_pipeline.training import (
-    augmented_epoch, batch_slices, build_optimizer, build_scheduler, predict_logits, train_one_epoch,
-)
+from mnist_pipeline.training import build_optimizer, fit_epochs, preprocessing_of
 
 # The seeds' data pipelines: batch size, normalisation, RandomRotation degrees, DataLoader workers.
 SEED_LOADERS = {
@@ -58,8 +58,17 @@ SEED_ACCURACY = 0.9916  # seed 002, SGD 0.1 momentum 0.9, 10 epochs
 def seed_recipe(name: str) -> ModelParams:
     """An SGD recipe with the seed's batch size, normalisation and rotation (constant lr)."""
     cfg = SEED_LOADERS[name]
-    return ModelParams(arch=name, optimizer="sgd", lr=0.01, momentum=0.9, batch_size=cfg["batch_size"], epochs=1,
-                       rotate_deg=cfg["rotate"], norm_mean=cfg["mean"], norm_std=cfg["std"])
+    return ModelParams(
+        arch=name,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        batch_size=cfg["batch_size"],
+        epochs=1,
+        rotate_deg=cfg["rotate"],
+        norm_mean=cfg["mean"],
+        norm_std=cfg["std"],
+    )
 
 
 def seed_loader(raw: Path, name: str, images: int, batch_size: int | None = None) -> DataLoader:
@@ -70,11 +79,18 @@ def seed_loader(raw: Path, name: str, images: int, batch_size: int | None = None
     """
     cfg = SEED_LOADERS[name]
     steps = ([transforms.RandomRotation(cfg["rotate"])] if cfg["rotate"] else []) + [
-        transforms.ToTensor(), transforms.Normalize((cfg["mean"],), (cfg["std"],))]
+        transforms.ToTensor(),
+        transforms.Normalize((cfg["mean"],), (cfg["std"],)),
+    ]
     dataset = datasets.MNIST(raw, train=True, download=False, transform=transforms.Compose(steps))
-    return DataLoader(Subset(dataset, range(min(images, len(dataset)))), batch_size=batch_size or cfg["batch_size"], shuffle=True,
-                      num_workers=cfg["workers"], persistent_workers=cfg["workers"] > 0,
-                      generator=torch.Generator().manual_seed(0))
+    return DataLoader(
+        Subset(dataset, range(min(images, len(dataset)))),
+        batch_size=batch_size or cfg["batch_size"],
+        shuffle=True,
+        num_workers=cfg["workers"],
+        persistent_workers=cfg["workers"] > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def seed_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader) -> int:
@@ -101,8 +117,13 @@ class Rate:
         return f"{self.median:,.0f} ±{100 * self.spread:.0f}%"
 
 
-def measure_interleaved(works: dict[str, tuple[Callable[[], Any], int]], threads: int, min_run_time: float,
-                        replicates: int = 5, clock: Callable[[], float] = time.perf_counter) -> dict[str, Rate]:
+def measure_interleaved(
+    works: dict[str, tuple[Callable[[], Any], int]],
+    threads: int,
+    min_run_time: float,
+    replicates: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Rate]:
     """Rates of several works (each: one pass over its image count per call), timed in a palindrome of rounds.
 
     Each work gets two warm-up calls, then about `replicates` timed passes and at least
@@ -127,7 +148,9 @@ def measure_interleaved(works: dict[str, tuple[Callable[[], Any], int]], threads
             timer = benchmark.Timer(stmt="work()", globals={"work": work}, num_threads=threads, timer=clock)
             # half the run per round; blocked_autorange first runs one untimed pass (its block-size
             # estimate), which also re-warms the caches after the other works
-            times[name] += timer.blocked_autorange(min_run_time=max(min_run_time, replicates * steady[name]) / 2).times
+            times[name] += timer.blocked_autorange(
+                min_run_time=max(min_run_time, replicates * steady[name]) / 2
+            ).times
     rates = {}
     for name, (_, images) in works.items():
         q1, _, q3 = statistics.quantiles(times[name], n=4) if len(times[name]) > 1 else (times[name][0],) * 3
@@ -136,31 +159,29 @@ def measure_interleaved(works: dict[str, tuple[Callable[[], Any], int]], threads
     return rates
 
 
-def measure(work: Callable[[], Any], images: int, threads: int, min_run_time: float, replicates: int = 5) -> Rate:
+def measure(
+    work: Callable[[], Any], images: int, threads: int, min_run_time: float, replicates: int = 5
+) -> Rate:
     """Rate of one work (one pass over `images` images per call), as measure_interleaved times it."""
     return measure_interleaved({"work": (work, images)}, threads, min_run_time, replicates)["work"]
 
 
-def our_setup(recipe: ModelParams, images: int) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
-    """A freshly seeded model in the recipe's memory format, its optimizer and its schedule.
+def our_work(
+    images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams, compile: bool = False
+) -> Callable[[], Any]:
+    """One epoch of the train stage's loop (fit_epochs) over (N, 28, 28) uint8 images per call, one model.
 
-    The schedule spans many more passes than a bench makes (OneCycleLR refuses a step past its end).
+    The run is planned for many more epochs than a bench makes (its schedule must not end) and scores
+    an empty val split (NaN, no time), so each call times the training pass alone.
     """
     torch.manual_seed(0)
-    model = build_model(recipe.arch)
-    if recipe.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, recipe)
-    long_run = dataclasses.replace(recipe, epochs=100_000)
-    return model, optimizer, build_scheduler(optimizer, long_run, len(batch_slices(images, recipe.batch_size)))
-
-
-def our_work(images: torch.Tensor, labels: torch.Tensor, recipe: ModelParams, compile: bool = False) -> Callable[[], Any]:
-    """One pass of our training path over (N, 28, 28) uint8 images per call, on a model built once."""
-    model, optimizer, scheduler = our_setup(recipe, len(images))
+    model = preprocessing_of(recipe).prepare(build_model(recipe.arch))
     trained = torch.compile(model) if compile else model
-    generator = torch.Generator().manual_seed(0)
-    return lambda: train_one_epoch(trained, optimizer, scheduler, images, labels, recipe, generator)
+    long_run = dataclasses.replace(recipe, epochs=100_000, patience=0)
+    epochs = fit_epochs(
+        trained, long_run, (images, labels), (images[:0], labels[:0]), seed=0, eval_batch_size=1000
+    )
+    return lambda: next(epochs)
 
 
 def stock_model(arch: str) -> nn.Module:
@@ -178,8 +199,9 @@ def seed_work(raw: Path, name: str, images: int) -> Callable[[], Any]:
     return lambda: seed_epoch(model, optimizer, loader)
 
 
-def throughput(raw: Path, name: str, images: int, committed: ModelParams, threads: int = 2,
-               min_run_time: float = 3.0) -> dict[str, Rate]:
+def throughput(
+    raw: Path, name: str, images: int, committed: ModelParams, threads: int = 2, min_run_time: float = 3.0
+) -> dict[str, Rate]:
     """Images/s the seeds' way ("seed") and our way ("ours"), same model, optimiser, batch size and images,
     and matmuls/s of the machine's reference matmul ("matmul"), all timed in the same rounds.
 
@@ -187,11 +209,15 @@ def throughput(raw: Path, name: str, images: int, committed: ModelParams, thread
     """
     train_images, train_labels = load_raw(raw, train=True)
     ours = dataclasses.replace(seed_recipe(name), channels_last=committed.channels_last, bf16=committed.bf16)
-    return measure_interleaved({
-        "seed": (seed_work(raw, name, images), images),
-        "ours": (our_work(train_images[:images], train_labels[:images], ours), images),
-        "matmul": (matmul_work(), 1),
-    }, threads, min_run_time)
+    return measure_interleaved(
+        {
+            "seed": (seed_work(raw, name, images), images),
+            "ours": (our_work(train_images[:images], train_labels[:images], ours), images),
+            "matmul": (matmul_work(), 1),
+        },
+        threads,
+        min_run_time,
+    )
 
 
 def train_flops_per_image(arch: str, batch_size: int) -> float:
@@ -215,7 +241,9 @@ def matmul_work(n: int = MATMUL_N) -> Callable[[], Any]:
 FORMATS = ((False, False), (True, False), (False, True), (True, True))  # (channels_last, bf16)
 
 
-def lever_rates(raw: Path, recipe: ModelParams, batches: int, threads: int, min_run_time: float) -> dict[str, Rate]:
+def lever_rates(
+    raw: Path, recipe: ModelParams, batches: int, threads: int, min_run_time: float
+) -> dict[str, Rate]:
     """Images/s of our path for one committed recipe under each lever, keyed by the lever's column name."""
     train_images, train_labels = load_raw(raw, train=True)
 
@@ -224,22 +252,27 @@ def lever_rates(raw: Path, recipe: ModelParams, batches: int, threads: int, min_
         work = our_work(train_images[:images], train_labels[:images], lever, compile)
         return measure(work, images, threads, min_run_time)
 
-    rates = {f"{'NHWC' if channels_last else 'NCHW'} {'bf16' if bf16 else 'fp32'}":
-             rate(dataclasses.replace(recipe, channels_last=channels_last, bf16=bf16)) for channels_last, bf16 in FORMATS}
+    rates = {
+        f"{'NHWC' if channels_last else 'NCHW'} {'bf16' if bf16 else 'fp32'}": rate(
+            dataclasses.replace(recipe, channels_last=channels_last, bf16=bf16)
+        )
+        for channels_last, bf16 in FORMATS
+    }
     rates["torch.compile"] = rate(recipe, compile=True)
     rates["2x batch"] = rate(dataclasses.replace(recipe, batch_size=2 * recipe.batch_size))
     return rates
 
 
-def accuracy_on(model: torch.nn.Module, test: tuple[torch.Tensor, torch.Tensor], mean: float, std: float,
-                channels_last: bool) -> float:
+def accuracy_on(
+    model: torch.nn.Module, test: tuple[torch.Tensor, torch.Tensor], preprocessing: Preprocessing
+) -> float:
     """Accuracy on (images, labels) held in memory."""
     images, labels = test
-    return (predict_logits(model, images, 1000, mean, std, channels_last).argmax(1) == labels).float().mean().item()
+    return (predict_logits(model, images, 1000, preprocessing).argmax(1) == labels).float().mean().item()
 
 
 def time_to_accuracy_seed_way(raw: Path, epochs: int) -> tuple[float | None, float]:
-    """Seconds of training until lenet reaches SEED_ACCURACY with the seed's recipe and DataLoader."""
+    """Seconds of training and test scoring until lenet reaches SEED_ACCURACY the seed's way."""
     torch.manual_seed(0)
     model = build_model("lenet")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -249,53 +282,70 @@ def time_to_accuracy_seed_way(raw: Path, epochs: int) -> tuple[float | None, flo
     for _ in range(epochs):
         start = time.perf_counter()
         seed_epoch(model, optimizer, loader)
+        accuracy = accuracy_on(model, test, Preprocessing(mean=0.5, std=0.5, channels_last=False))
         elapsed += time.perf_counter() - start
-        accuracy = accuracy_on(model, test, 0.5, 0.5, False)
         if accuracy >= SEED_ACCURACY:
             return elapsed, accuracy
     return None, accuracy
 
 
 def time_to_accuracy_our_way(raw: Path, recipe: ModelParams) -> tuple[float | None, float]:
-    """Seconds of training until lenet reaches SEED_ACCURACY with our committed recipe and path."""
+    """Seconds of training and test scoring until lenet reaches SEED_ACCURACY with our recipe and loop.
+
+    fit_epochs scores its val split after every epoch: here that split is the test set.
+    """
     images, labels = load_raw(raw, train=True)
     test = load_raw(raw, train=False)
-    model, optimizer, scheduler = our_setup(recipe, len(images))
-    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = preprocessing_of(recipe).prepare(build_model(recipe.arch))
     elapsed, accuracy = 0.0, 0.0
-    for epoch in range(1, recipe.epochs + 1):
-        start = time.perf_counter()
-        train_one_epoch(model, optimizer, scheduler, images, labels, recipe, generator,
-                        augmented=augmented_epoch(epoch, recipe))
-        elapsed += time.perf_counter() - start
-        accuracy = accuracy_on(model, test, recipe.norm_mean, recipe.norm_std, recipe.channels_last)
+    for epoch in fit_epochs(model, dataclasses.replace(recipe, patience=0), (images, labels), test, 0, 1000):
+        elapsed, accuracy = elapsed + epoch.row["seconds"], epoch.row["val_acc"]
         if accuracy >= SEED_ACCURACY:
             return elapsed, accuracy
     return None, accuracy
 
 
-PASS_IMAGES = {"resnet18": 1_280, "mlp": 6_400, "lenet": 6_000, "cnn6": 6_400, "cnn2": 6_400}  # per timed pass
+PASS_IMAGES = {
+    "resnet18": 1_280,
+    "mlp": 6_400,
+    "lenet": 6_000,
+    "cnn6": 6_400,
+    "cnn2": 6_400,
+}  # per timed pass
 LEVER_BATCHES = {"resnet18": 2, "bnnet": 8}  # batches per timed pass; 16 for the others
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="download stage output")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the pipeline's train.threads)")
-    parser.add_argument("--min-run-time", type=float, default=None,
-                        help="seconds of timed passes per rate, after warm-up (default 10; 2 with --quick)")
+    parser.add_argument(
+        "--min-run-time",
+        type=float,
+        default=None,
+        help="seconds of timed passes per rate, after warm-up (default 10; 2 with --quick)",
+    )
     parser.add_argument("--quick", action="store_true", help="shorter measurements, no time-to-accuracy")
-    parser.add_argument("--levers", action="store_true",
-                        help="only our path, every model: format x precision, torch.compile, 2x batch")
+    parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="only our path, every model: format x precision, torch.compile, 2x batch",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the train stage runs; process-wide, so the seeds' way runs with it too
     params = load_params(args.params)
     if args.min_run_time is None:
         args.min_run_time = 2.0 if args.quick else 10.0
-    header = (f"torch {torch.__version__}, {args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
-              f"median images/s while training ±half the IQR, torch.utils.benchmark, {args.min_run_time:g} s per rate")
+    header = (
+        f"torch {torch.__version__}, {args.threads} threads, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; median images/s while training "
+        f"±half the IQR, torch.utils.benchmark, {args.min_run_time:g} s per rate"
+    )
     if args.levers:
         print(f"{header}; our path, committed recipes\n")
         columns = [f"{'NHWC' if cl else 'NCHW'} {'bf16' if bf16 else 'fp32'}" for cl, bf16 in FORMATS]
@@ -304,35 +354,60 @@ def main() -> None:
         print("|---|---:|" + "---:|" * len(columns) + "---:|---|")
         for name in model_names(params):
             recipe = model_params(params, name)
-            rates = lever_rates(args.raw, recipe, LEVER_BATCHES.get(recipe.arch, 16), args.threads, args.min_run_time)
+            rates = lever_rates(
+                args.raw, recipe, LEVER_BATCHES.get(recipe.arch, 16), args.threads, args.min_run_time
+            )
             picked = f"{'NHWC' if recipe.channels_last else 'NCHW'} {'bf16' if recipe.bf16 else 'fp32'}"
-            print(f"| {name} | {recipe.batch_size} | {' | '.join(str(rates[c]) for c in columns)} | {rates['torch.compile'].warmup_s:.0f} | "
-                  f"{picked} |", flush=True)
+            print(
+                f"| {name} | {recipe.batch_size} | {' | '.join(str(rates[c]) for c in columns)} | "
+                f"{rates['torch.compile'].warmup_s:.0f} | {picked} |",
+                flush=True,
+            )
         return
-    print(f"{header}; same model, optimiser, batch size and images both ways; each row's rates and its "
-          f"{MATMUL_N}x{MATMUL_N} fp32 matmul timed in the same rounds\n")
-    print("| model | batch | images per pass | MFLOP per image | seeds' way (DataLoader + PIL) | ours (tensors) | ratio "
-          "| fp32 matmul GFLOP/s | ours, % of fp32 matmul |")
+    print(
+        f"{header}; same model, optimiser, batch size and images both ways; each row's rates and its "
+        f"{MATMUL_N}x{MATMUL_N} fp32 matmul timed in the same rounds\n"
+    )
+    print(
+        "| model | batch | images per pass | MFLOP per image | seeds' way (DataLoader + PIL) "
+        "| ours (tensors) | ratio | fp32 matmul GFLOP/s | ours, % of fp32 matmul |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, images in PASS_IMAGES.items():
         committed = model_params(params, name)
         flops = train_flops_per_image(committed.arch, SEED_LOADERS[name]["batch_size"])
         rates = throughput(args.raw, name, images, committed, args.threads, args.min_run_time)
         matmul = rates["matmul"].median * 2 * MATMUL_N**3  # FLOP/s
-        print(f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {flops / 1e6:.1f} | {rates['seed']} | "
-              f"{rates['ours']} | {rates['ours'].median / rates['seed'].median:.2f}x | {matmul / 1e9:.1f} | "
-              f"{100 * rates['ours'].median * flops / matmul:.0f}% |", flush=True)
+        print(
+            f"| {name} | {SEED_LOADERS[name]['batch_size']} | {images:,} | {flops / 1e6:.1f} | "
+            f"{rates['seed']} | {rates['ours']} | {rates['ours'].median / rates['seed'].median:.2f}x | "
+            f"{matmul / 1e9:.1f} | "
+            f"{100 * rates['ours'].median * flops / matmul:.0f}% |",
+            flush=True,
+        )
     if args.quick:
         return
-    print(f"\nlenet, training seconds until test accuracy >= {SEED_ACCURACY:.2%} (checked after each epoch; one run):")
+    print(
+        f"\nlenet, training seconds until test accuracy >= {SEED_ACCURACY:.2%} "
+        "(checked after each epoch; one run):"
+    )
     seconds, accuracy = time_to_accuracy_seed_way(args.raw, epochs=10)
-    print(f"- seed recipe (SGD 0.1, constant), the seeds' way: "
-          + (f"{seconds:.0f} s" if seconds else f"not reached in 10 epochs (last: {accuracy:.2%})"), flush=True)
+    print(
+        "- seed recipe (SGD 0.1, constant), the seeds' way: "
+        + (f"{seconds:.0f} s" if seconds else f"not reached in 10 epochs (last: {accuracy:.2%})"),
+        flush=True,
+    )
     recipe = model_params(params, "lenet")
     seconds, accuracy = time_to_accuracy_our_way(args.raw, recipe)
-    print(f"- our recipe (params.yaml), our way: "
-          + (f"{seconds:.0f} s ({accuracy:.2%})" if seconds else f"not reached in {recipe.epochs} epochs (last: {accuracy:.2%})"))
+    print(
+        "- our recipe (params.yaml), our way: "
+        + (
+            f"{seconds:.0f} s ({accuracy:.2%})"
+            if seconds
+            else f"not reached in {recipe.epochs} epochs (last: {accuracy:.2%})"
+        )
+    )
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

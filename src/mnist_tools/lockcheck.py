@@ -6,16 +6,18 @@ Works in a clean checkout with no data, models or DVC cache, as in CI. A stage i
 `dvc status` finds its command, params or a committed file it depends on changed since dvc.lock
 was written, when a committed output (metrics, plot CSVs) is not the one dvc.lock records, or when
 dvc.lock itself does not add up: a stage's record of its input differs from the record of the stage
-that produced it (one stage rerun, the next not). Data and models that are merely absent, or not in
-the cache, are not staleness.
+that produced it (one stage rerun, the next not), or when a stage depends on a folder of other stages'
+outputs. Data and models that are merely absent, or not in the cache, are not staleness.
+
+What changed since the lock was written is `dvc status --json`'s answer; this tool adds what DVC does
+not check: the lock's records of one file against each other, committed `cache: false` outputs, the
+old and new value of each changed param, and absent data not counted as a change.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import posixpath
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,19 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dvc_data.hashfile.tree import Tree
 
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
 
-def _md5(path: Path) -> str:
-    """md5 of a file's bytes, the digest DVC records."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
-
-
-FIX = ("run `dvc repro` (set MNIST_MIRROR when offline), then commit dvc.lock together with metrics/ and "
-       "plots/, and `dvc push` the data and models")
+FIX = (
+    "run `dvc repro` (set MNIST_MIRROR when offline), then commit dvc.lock together with metrics/ and "
+    "plots/, and `dvc push` the data and models"
+)
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,9 @@ def _git_files(repo: Path) -> set[str]:
     """The files git tracks in repo (the index: committed or staged)."""
     result = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True)
     if result.returncode != 0:
-        raise PipelineError(f"`git ls-files` failed in {repo}: {result.stderr.strip()}; run from a git checkout")
+        raise PipelineError(
+            f"`git ls-files` failed in {repo}: {result.stderr.strip()} (fix: run it in a git checkout)"
+        )
     return set(result.stdout.splitlines())
 
 
@@ -121,50 +120,48 @@ class LockedFile:
 
 def recorded_outputs(lock: dict[str, Any]) -> dict[str, LockedFile]:
     """Every output path in dvc.lock → the stage that wrote it and its md5."""
-    return {out["path"]: LockedFile(stage, out.get("md5", ""))
-            for stage, entry in lock.get("stages", {}).items() for out in entry.get("outs", [])}
+    return {
+        out["path"]: LockedFile(stage, out.get("md5", ""))
+        for stage, entry in lock.get("stages", {}).items()
+        for out in entry.get("outs", [])
+    }
 
 
-def expected_dir_md5(folder: str, outputs: dict[str, LockedFile], tracked: dict[str, str]) -> str | None:
-    """The md5 DVC would give folder if it held exactly the recorded outputs under it and its committed files.
+def consistency_reasons(entry: dict[str, Any], outputs: dict[str, LockedFile]) -> list[str]:
+    """Inputs of one stage whose recorded md5 is not what dvc.lock records for the stage that made them.
 
-    None when an output under folder is itself a folder (its listing is only in the DVC cache).
+    DVC compares each stage with the workspace; in a clean checkout without data it cannot see that one
+    stage reran and the next did not. Both records are in dvc.lock, so this compares them.
     """
-    entries = []
-    for path, record in outputs.items():
-        if _under(path, folder) and path != folder:
-            if record.md5.endswith(".dir"):
-                return None
-            entries.append({"md5": record.md5, "relpath": posixpath.relpath(path, folder)})
-    for path, md5 in tracked.items():
-        if _under(path, folder) and path not in outputs:
-            entries.append({"md5": md5, "relpath": posixpath.relpath(path, folder)})
-    tree = Tree.from_list(entries)
-    tree.digest()
-    return tree.hash_info.value
-
-
-def consistency_reasons(entry: dict[str, Any], outputs: dict[str, LockedFile], tracked: dict[str, str]) -> list[str]:
-    """Inputs of one stage whose recorded md5 is not what dvc.lock records for the stage that made them."""
     reasons = []
     for dep in entry.get("deps", []):
         path, md5 = dep["path"], dep.get("md5", "")
-        if path in outputs:
-            made = outputs[path]
-            if made.md5 != md5:
-                reasons.append(f"{path} is not the one {made.stage} last wrote (rerun this stage after it)")
-        elif any(_under(out, path) for out in outputs):  # a folder that gathers other stages' outputs
-            expected = expected_dir_md5(path, outputs, tracked)
-            if expected is not None and expected != md5:
-                writers = sorted({o.stage for p, o in outputs.items() if _under(p, path)})
-                reasons.append(f"{path} is not what {', '.join(writers)} last wrote (rerun this stage after them)")
+        if path in outputs and outputs[path].md5 != md5:
+            reasons.append(
+                f"{path} is not the one {outputs[path].stage} last wrote (rerun this stage after it)"
+            )
     return reasons
 
 
-def status_reasons(stage_status: list[Any], locked_params: dict[str, dict[str, Any]],
-                   params_by_file: dict[str, dict[str, Any]], produced: set[str], tracked: set[str],
-                   uncached_outs: set[str]) -> list[str]:
-    """Reasons from one stage's `dvc status` entry that concern its command, params, code or committed outputs.
+def gathering_reasons(deps: list[str], outputs: set[str]) -> list[str]:
+    """Folder deps that gather other stages' outputs: their md5 is only checkable with the data, and any
+    change in them reruns the stage, so the stages name the files they read instead."""
+    return [
+        f"dependency {dep} is a folder of other stages' outputs (name the files it reads in dvc.yaml)"
+        for dep in deps
+        if dep not in outputs and any(_under(out, dep) for out in outputs)
+    ]
+
+
+def status_reasons(
+    stage_status: list[Any],
+    locked_params: dict[str, dict[str, Any]],
+    params_by_file: dict[str, dict[str, Any]],
+    produced: set[str],
+    tracked: set[str],
+    uncached_outs: set[str],
+) -> list[str]:
+    """Reasons in one stage's `dvc status` entry that concern its command, params, code or committed outputs.
 
     produced: stage outputs and the folders that gather them (checked by consistency_reasons instead);
     tracked: the files git tracks; uncached_outs: `cache: false` outputs, which belong in git. Cached
@@ -189,7 +186,7 @@ def status_reasons(stage_status: list[Any], locked_params: dict[str, dict[str, A
                 reasons.append(f"{path} is not committed")
             else:
                 reasons.append(f"{path} changed")
-        for path, state in item.get("changed outs", {}).items():
+        for path in item.get("changed outs", {}):
             if path not in uncached_outs:
                 continue
             if _committed(path, tracked):
@@ -205,8 +202,11 @@ def declaration_reasons(outs: list[str], deps: list[str], entry: dict[str, Any])
     for kind, declared in (("output", outs), ("dependency", deps)):
         locked = [item["path"] for item in entry.get("outs" if kind == "output" else "deps", [])]
         reasons += [f"{kind} {path} is not in dvc.lock" for path in declared if path not in locked]
-        reasons += [f"dvc.lock records {kind} {path}, which dvc.yaml no longer declares"
-                    for path in locked if path not in declared]
+        reasons += [
+            f"dvc.lock records {kind} {path}, which dvc.yaml no longer declares"
+            for path in locked
+            if path not in declared
+        ]
     return reasons
 
 
@@ -222,7 +222,7 @@ def _load_params_files(repo: Path, files: set[str]) -> dict[str, dict[str, Any]]
 
 @dataclass(frozen=True)
 class DeclaredStage:
-    """A stage as dvc.yaml declares it, foreach resolved: output paths (and which are cached) and file deps."""
+    """A stage as dvc.yaml declares it, foreach resolved: its outputs (and which are cached) and file deps."""
 
     name: str
     outs: tuple[str, ...]
@@ -230,31 +230,50 @@ class DeclaredStage:
     deps: tuple[str, ...]
 
 
-def declared_stages(repo: Path) -> tuple[list[DeclaredStage], dict[str, list[Any]]]:
-    """Every stage of the project's dvc.yaml and the `dvc status` of each, through DVC's Python API."""
+def declared_stages(repo: Path) -> list[DeclaredStage]:
+    """Every stage of the project's dvc.yaml, foreach resolved, with its outputs and file deps.
+
+    DVC's Python API, because no DVC command lists each stage's resolved deps and outs with their cache
+    flag (`dvc stage list` names the stages only).
+    """
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
         with Repo(str(repo)) as dvc_repo:
-            stages = [DeclaredStage(stage.addressing, tuple(str(o.def_path) for o in stage.outs),
-                                    tuple(str(o.def_path) for o in stage.outs if not o.use_cache),
-                                    tuple(str(d.def_path) for d in stage.deps if not hasattr(d, "params")))
-                      for stage in dvc_repo.index.stages if stage.cmd]
-            status = dvc_repo.status()
+            return [
+                DeclaredStage(
+                    stage.addressing,
+                    tuple(str(o.def_path) for o in stage.outs),
+                    tuple(str(o.def_path) for o in stage.outs if not o.use_cache),
+                    tuple(str(d.def_path) for d in stage.deps if not hasattr(d, "params")),
+                )
+                for stage in dvc_repo.index.stages
+                if stage.cmd
+            ]
     except DvcException as e:
-        raise PipelineError(f"DVC cannot read the pipeline in {repo}: {e}") from None
-    return stages, status
+        raise PipelineError(
+            f"DVC cannot read the pipeline in {repo}: {e} (fix: `dvc repro --dry` shows the problem)"
+        ) from None
+
+
+def dvc_status(repo: Path) -> dict[str, list[Any]]:
+    """`dvc status --json`: per stage, what changed since dvc.lock was written (absent data included)."""
+    result = subprocess.run(["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise PipelineError(f"`dvc status` failed in {repo}: {last} (fix: run `dvc status` there to see why)")
+    return json.loads(result.stdout or "{}")
 
 
 def check_lock(repo: Path) -> tuple[list[StaleStage], int]:
     """The stale stages of the project in repo, and how many stages were checked."""
     lock_path = repo / "dvc.lock"
     if not lock_path.is_file():
-        raise PipelineError(f"no dvc.lock in {repo}; {FIX}")
+        raise PipelineError(f"no dvc.lock in {repo} (fix: {FIX})")
     with lock_path.open() as f:
         lock = yaml.safe_load(f) or {}
-    stages, status = declared_stages(repo)
+    stages, status = declared_stages(repo), dvc_status(repo)
     locked = lock.get("stages", {})
 
     outputs = recorded_outputs(lock)
@@ -263,9 +282,6 @@ def check_lock(repo: Path) -> tuple[list[StaleStage], int]:
     produced |= {dep for stage in stages for dep in stage.deps if any(_under(out, dep) for out in produced)}
     params_files = {file for entry in locked.values() for file in entry.get("params", {})} | {"params.yaml"}
     params_by_file = _load_params_files(repo, params_files)
-    # md5 of committed files inside folders that gather stage outputs (a .gitignore DVC wrote, say)
-    gathered = {p: _md5(repo / p) for p in tracked
-                if p not in outputs and any(_under(p, d) for d in produced if d not in outputs) and (repo / p).is_file()}
 
     stale = []
     for stage in stages:
@@ -274,9 +290,16 @@ def check_lock(repo: Path) -> tuple[list[StaleStage], int]:
             continue
         entry = locked[stage.name]
         reasons = declaration_reasons(list(stage.outs), list(stage.deps), entry)
-        reasons += status_reasons(status.get(stage.name, []), entry.get("params", {}), params_by_file, produced,
-                                  tracked, set(stage.uncached_outs))
-        reasons += consistency_reasons(entry, outputs, gathered)
+        reasons += status_reasons(
+            status.get(stage.name, []),
+            entry.get("params", {}),
+            params_by_file,
+            produced,
+            tracked,
+            set(stage.uncached_outs),
+        )
+        reasons += consistency_reasons(entry, outputs)
+        reasons += gathering_reasons(list(stage.deps), set(outputs))
         if reasons:
             stale.append(StaleStage(stage.name, tuple(dict.fromkeys(reasons))))
     names = {stage.name for stage in stages}
@@ -295,16 +318,31 @@ def report_text(stale: list[StaleStage], checked: int) -> str:
 def report_markdown(stale: list[StaleStage], checked: int) -> str:
     """The lock check as the first section of the pull request's job summary."""
     if not stale:
-        return f"### ✅ dvc.lock matches params and code\n\nAll {checked} stages of dvc.yaml are recorded as run.\n"
+        return (
+            "### ✅ dvc.lock matches params and code\n\n"
+            f"All {checked} stages of dvc.yaml are recorded as run.\n"
+        )
     rows = ["| stage | why it is stale |", "|---|---|"]
     rows += [f"| `{s.stage}` | {'<br>'.join(s.reasons).replace('|', '&#124;')} |" for s in stale]
-    return "\n".join(["### ❌ dvc.lock is stale", "", f"{len(stale)} of {checked} stages do not describe the committed "
-                      "params, code or outputs: the committed metrics are not results of this commit.", "",
-                      *rows, "", f"To fix: {FIX}.", ""])
+    return "\n".join(
+        [
+            "### ❌ dvc.lock is stale",
+            "",
+            f"{len(stale)} of {checked} stages do not describe the committed "
+            "params, code or outputs: the committed metrics are not results of this commit.",
+            "",
+            *rows,
+            "",
+            f"To fix: {FIX}.",
+            "",
+        ]
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="project folder")
     parser.add_argument("--md", action="store_true", help="Markdown for a job summary instead of plain lines")
     args = parser.parse_args()

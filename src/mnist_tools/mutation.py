@@ -17,11 +17,17 @@ import shutil
 import subprocess
 import sys
 
+from mnist_pipeline.cli import run
+from mnist_pipeline.errors import PipelineError
+
 GOAL = 0.90  # share of mutants each module's tests must kill
 
 
 def module_scores(results: str) -> dict[str, collections.Counter]:
-    """Per module, a count of mutmut outcomes from `mutmut results --all true` lines `pkg.module.x_fn__mutmut_N: status`."""
+    """Per module, a count of mutmut outcomes.
+
+    From the lines of `mutmut results --all true`: `pkg.module.x_fn__mutmut_N: status`.
+    """
     scores: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for line in results.splitlines():
         name, _, status = line.strip().rpartition(": ")
@@ -32,36 +38,52 @@ def module_scores(results: str) -> dict[str, collections.Counter]:
 
 def score_table(scores: dict[str, collections.Counter]) -> str:
     """Markdown: module, killed, survived, other (timeout, suspicious, not checked), score."""
-    lines = ["| module | mutants | killed | survived | undecided | killed share |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| module | mutants | killed | survived | undecided | killed share |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for module, counts in sorted(scores.items()):
         total = sum(counts.values())
         undecided = total - counts["killed"] - counts["survived"]
-        lines.append(f"| {module} | {total} | {counts['killed']} | {counts['survived']} | {undecided} | "
-                     f"{counts['killed'] / total:.1%} |")
+        lines.append(
+            f"| {module} | {total} | {counts['killed']} | {counts['survived']} | {undecided} | "
+            f"{counts['killed'] / total:.1%} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", action="store_true", help="reuse mutants/ from an earlier run (only rerun what changed)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse mutants/ from an earlier run (only rerun what changed)"
+    )
     args = parser.parse_args()
     if not args.keep:
         shutil.rmtree("mutants", ignore_errors=True)
     env = os.environ | {"OMP_NUM_THREADS": "1"}  # mutmut runs one test process per core
     run = subprocess.run(["mutmut", "run"], env=env, stdout=subprocess.DEVNULL)
     if run.returncode not in (0, 1):
-        print(f"error: mutmut run exited with {run.returncode}; rerun `mutmut run` to see why", file=sys.stderr)
-        sys.exit(2)
-    results = subprocess.run(["mutmut", "results", "--all", "true"], capture_output=True, text=True, check=True).stdout
+        raise PipelineError(f"mutmut run exited with {run.returncode} (fix: rerun `mutmut run` to see why)")
+    results = subprocess.run(
+        ["mutmut", "results", "--all", "true"], capture_output=True, text=True, check=True
+    ).stdout
     scores = module_scores(results)
     if not any(c["killed"] + c["survived"] for c in scores.values()):
-        print("error: mutmut tested no mutant (its first run of the unit tests failed); run `mutmut run` and "
-              "`python -m pytest` in mutants/ to see why", file=sys.stderr)
-        sys.exit(2)
+        raise PipelineError(
+            "mutmut tested no mutant: its first run of the unit tests failed (fix: run `mutmut run` "
+            "and `python -m pytest` in mutants/ to see why)"
+        )
     print(score_table(scores))
-    survivors = [line.strip() for line in results.splitlines() if line.strip() and not line.endswith(": killed")]
+    survivors = [
+        line.strip() for line in results.splitlines() if line.strip() and not line.endswith(": killed")
+    ]
     if survivors:
-        print("\nNot killed (`mutmut show <name>` prints the change):\n" + "\n".join(f"- {s}" for s in survivors))
+        print(
+            "\nNot killed (`mutmut show <name>` prints the change):\n"
+            + "\n".join(f"- {s}" for s in survivors)
+        )
     below = [m for m, c in scores.items() if c["killed"] / sum(c.values()) < GOAL]
     if below:
         print(f"error: under {GOAL:.0%} of mutants killed in {', '.join(sorted(below))}", file=sys.stderr)
@@ -69,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

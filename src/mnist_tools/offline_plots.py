@@ -14,6 +14,8 @@ import argparse
 import tarfile
 from pathlib import Path
 
+from mnist_pipeline.cli import run
+
 # npm package → file inside its tarball; the versions DVC's own page asks the CDN for.
 LIBRARIES = {
     "vega-5.20.2.tgz": "package/build/vega.min.js",
@@ -60,7 +62,9 @@ def build_template(npm_dir: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--npm", required=True, type=Path, help="folder holding the npm tarballs (npm pack)")
     parser.add_argument("--out", required=True, type=Path, help="template file to write")
     args = parser.parse_args()
@@ -70,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -21,26 +21,35 @@ import glob
 import json
 import sys
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
-from mnist_pipeline.checkpoint import load_model
+from mnist_pipeline.artifacts import ModelFile, load_model
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.inference import predict_logits
 from mnist_pipeline.params import load_params, model_names
-from mnist_pipeline.training import predict_logits
 
 MAX_PIXELS = 25_000_000  # larger images are refused as possible decompression bombs
 MAX_FILE_BYTES = 50 * 1024 * 1024
 INK_THRESHOLD = 0.25  # share of the darkest-to-brightest range that counts as ink
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what folders and patterns pick
+IMAGE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+)  # what folders and patterns pick
 FORMATS = ("text", "json", "csv")
 
-Member = tuple[torch.nn.Module, dict]  # a loaded model and its info, as load_model returns them
+Member = tuple[torch.nn.Module, ModelFile]  # a loaded model and its file's record, as load_model returns them
 
 
 class ImageError(PipelineError):
@@ -53,7 +62,7 @@ def is_image_file(path: Path) -> bool:
 
 
 def collect_images(inputs: Iterable[str]) -> list[Path]:
-    """Image paths in input order: a file as named, a folder's image files by name, a pattern's matches sorted.
+    """Image paths in input order: a file as named, a folder's images by name, a pattern's sorted matches.
 
     A named file is kept even when it is missing or not an image, so that it gets its own error line
     later; a folder or pattern that yields no image file is an error for the whole run.
@@ -71,7 +80,9 @@ def collect_images(inputs: Iterable[str]) -> list[Path]:
             paths.append(path)
             continue
         if not found:
-            raise PipelineError(f"{kind} {item} has no image files ({' '.join(IMAGE_SUFFIXES)}); check the path")
+            raise PipelineError(
+                f"{kind} {item} has no image files ({' '.join(IMAGE_SUFFIXES)}) (fix: check the path)"
+            )
         paths.extend(found)
     return paths
 
@@ -79,9 +90,9 @@ def collect_images(inputs: Iterable[str]) -> list[Path]:
 def read_grayscale(path: Path) -> torch.Tensor:
     """(H, W) float in [0, 1] from any image file Pillow reads; transparency is laid on white."""
     if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError(f"{path}: no such file (fix: check the path)")
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise ImageError(f"{path}: file is larger than {MAX_FILE_BYTES // 2**20} MiB; resize it first")
+        raise ImageError(f"{path}: file is larger than {MAX_FILE_BYTES // 2**20} MiB (fix: resize it first)")
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
@@ -95,11 +106,16 @@ def read_grayscale(path: Path) -> torch.Tensor:
                     image = Image.alpha_composite(background, image)
                 gray = ImageOps.grayscale(image.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{path}: more than {MAX_PIXELS:,} pixels, refused as a possible decompression bomb") from None
+        raise ImageError(
+            f"{path}: more than {MAX_PIXELS:,} pixels, refused as a possible decompression bomb "
+            "(fix: scale it down first)"
+        ) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
+        raise ImageError(
+            f"{path}: not an image Pillow can read (fix: pass PNG, JPEG, BMP, GIF, TIFF or WebP files)"
+        ) from None
     except OSError as e:
-        raise ImageError(f"{path}: unreadable image ({e})") from None
+        raise ImageError(f"{path}: unreadable image ({e}) (fix: check that the file is whole)") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return TF.pil_to_tensor(gray)[0].float() / 255
@@ -112,11 +128,14 @@ def to_mnist(gray: torch.Tensor) -> torch.Tensor:
         gray = 1 - gray
     low, high = gray.min(), gray.max()
     if high - low < 0.1:
-        raise ValueError("no digit found (the image is blank)")
+        raise ValueError(
+            "no digit found: the image is blank "
+            "(fix: pass an image with one dark-on-light or light-on-dark digit)"
+        )
     ink = (gray - low) / (high - low)
     rows = torch.nonzero((ink > INK_THRESHOLD).any(1)).flatten()
     cols = torch.nonzero((ink > INK_THRESHOLD).any(0)).flatten()
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     crop = crop * (crop > INK_THRESHOLD / 2)  # drop faint background noise
     h, w = crop.shape
     scale = 20 / max(h, w)
@@ -128,7 +147,7 @@ def to_mnist(gray: torch.Tensor) -> torch.Tensor:
     top = int(min(max(round(13.5 - cy.item()), 0), 28 - size[0]))
     left = int(min(max(round(13.5 - cx.item()), 0), 28 - size[1]))
     canvas = torch.zeros(28, 28)
-    canvas[top:top + size[0], left:left + size[1]] = digit
+    canvas[top : top + size[0], left : left + size[1]] = digit
     return (canvas * 255).round().to(torch.uint8)
 
 
@@ -142,13 +161,14 @@ def load_image(path: Path) -> torch.Tensor:
 
 
 def probabilities(members: list[Member], digits: torch.Tensor) -> torch.Tensor:
-    """(N, 10) probabilities of (N, 28, 28) uint8 digits, one forward pass per model, averaged as the ensemble stage does."""
+    """(N, 10) probabilities of (N, 28, 28) uint8 digits: a pass per model, averaged as the ensemble does."""
     batch = max(len(digits), 1)
-    logits = [predict_logits(model, digits, batch, info["norm_mean"], info["norm_std"], info["channels_last"])
-              for model, info in members]
+    logits = [predict_logits(model, digits, batch, record.preprocessing) for model, record in members]
     if len(logits) == 1:
         return logits[0].softmax(1)
-    from mnist_pipeline.evaluation import mean_softmax  # imports scikit-learn: 1.6 s of start-up only the ensemble pays
+    from mnist_pipeline.evaluation import (
+        mean_softmax,
+    )  # imports scikit-learn: 1.6 s of start-up only the ensemble pays
 
     return mean_softmax(logits).exp()  # mean of the probabilities, not of the logits
 
@@ -156,16 +176,22 @@ def probabilities(members: list[Member], digits: torch.Tensor) -> torch.Tensor:
 def rank(probs: torch.Tensor, top: int) -> list[list[tuple[int, float]]]:
     """The `top` most likely (digit, probability) pairs of each row of (N, 10) probabilities."""
     values, indices = probs.topk(top, dim=1)
-    return [[(int(i), float(v)) for i, v in zip(row_i, row_v)] for row_i, row_v in zip(indices, values)]
+    return [
+        [(int(i), float(v)) for i, v in zip(row_i, row_v, strict=True)]
+        for row_i, row_v in zip(indices, values, strict=True)
+    ]
 
 
-def classify(model: torch.nn.Module, info: dict, digits: torch.Tensor, top: int) -> list[list[tuple[int, float]]]:
+def classify(
+    model: torch.nn.Module, record: ModelFile, digits: torch.Tensor, top: int
+) -> list[list[tuple[int, float]]]:
     """For (N, 28, 28) uint8 digits, the `top` most likely (digit, probability) pairs of each."""
-    return rank(probabilities([(model, info)], digits), top)
+    return rank(probabilities([(model, record)], digits), top)
 
 
-def predict_paths(paths: Iterable[Path], members: list[Member], batch_size: int,
-                  top: int) -> Iterator[tuple[Path, list[tuple[int, float]] | ImageError]]:
+def predict_paths(
+    paths: Iterable[Path], members: list[Member], batch_size: int, top: int
+) -> Iterator[tuple[Path, list[tuple[int, float]] | ImageError]]:
     """(path, ranked digits) per image or (path, ImageError) per unreadable file, in input order.
 
     Images are read one at a time, since they differ in size, and classified batch_size at a time.
@@ -201,14 +227,16 @@ def load_members(model_file: Path | None, params_file: Path, models_dir: Path) -
     for name in names:
         path = models_dir / f"{name}.pt"
         if not path.is_file():
-            raise PipelineError(f"{path} not found (the ensemble averages {', '.join(names)} from {params_file}); "
-                                "train the models with `dvc repro` or fetch them with `make pull`")
-        members.append(load_model(path))
+            raise PipelineError(
+                f"{path} not found: the ensemble averages {', '.join(names)} from {params_file} "
+                "(fix: train the models with `dvc repro`, or fetch them with `make pull`)"
+            )
+        members.append(load_model(path, made_by=f"train@{name}"))
     return members
 
 
 class Writer:
-    """Prints ranked digits in one of FORMATS; csv goes through the csv module so paths with commas are quoted."""
+    """Prints ranked digits in one of FORMATS; csv through the csv module (it quotes paths with commas)."""
 
     def __init__(self, fmt: str, top: int) -> None:
         self.fmt = fmt
@@ -229,19 +257,36 @@ class Writer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnist_tools.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_tools.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", type=Path, help="model file, e.g. models/lenet.pt")
-    which.add_argument("--ensemble", action="store_true",
-                       help="average the probabilities of every model in --params, as the ensemble stage does")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file naming the ensemble's models")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"), help="folder of the ensemble's <model>.pt files")
+    which.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the probabilities of every model in --params, as the ensemble stage does",
+    )
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file naming the ensemble's models"
+    )
+    parser.add_argument(
+        "--models-dir", type=Path, default=Path("models"), help="folder of the ensemble's <model>.pt files"
+    )
     parser.add_argument("--top", type=int, default=1, help="how many digits to list per image (1-10)")
-    parser.add_argument("--format", choices=FORMATS, default="text",
-                        help="text: path<TAB>digit (probability); json: one object per line; csv: a header, then a row per image")
-    parser.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text: path<TAB>digit (probability); json: one object per line; "
+        "csv: a header, then a row per image",
+    )
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     args = parser.parse_args()
     if not 1 <= args.top <= 10:

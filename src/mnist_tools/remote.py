@@ -22,17 +22,18 @@ from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
 from mnist_tools.report import dvc
 
-NO_REMOTE = ("no DVC remote is configured: add the team's with `dvc remote add -d storage URL` (a shared folder, "
-             "s3://bucket/path, gs://bucket/path or ssh://host/path; README: Sharing results) and commit .dvc/config")
+NO_REMOTE = (
+    "no DVC remote is configured (fix: add the team's with `dvc remote add -d storage URL`, a shared "
+    "folder, s3://bucket/path, gs://bucket/path or ssh://host/path as in README: Sharing results, "
+    "and commit .dvc/config)"
+)
 UNPUSHED = ("new", "missing")  # `dvc status --cloud`: in the local cache only, or in neither cache nor remote
 
 
 def default_remote(repo: Path) -> str | None:
-    """Name of the project's default DVC remote, or None when none is configured."""
-    from dvc.repo import Repo
-
-    with Repo(str(repo)) as dvc_repo:
-        return dvc_repo.config["core"].get("remote") or None
+    """Name of the project's default DVC remote (`dvc config core.remote`, every config level), or None."""
+    result = subprocess.run(["dvc", "config", "core.remote"], cwd=repo, capture_output=True, text=True)
+    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def locked_outputs(repo: Path) -> list[str]:
@@ -68,24 +69,30 @@ def check(repo: Path) -> tuple[str | None, list[str]]:
 def check_markdown(remote: str | None, missing: list[str]) -> str:
     """The remote check as a section of the pull request's job summary."""
     if remote is None:
-        return ("### ⏭️ DVC remote: not checked\n\nThe repository defines no DVC remote (committed `.dvc/config`, or "
-                "the `DVC_REMOTE_URL` repository secret), so nobody can pull this branch's models without "
-                "retraining. README: Sharing results.\n")
+        return (
+            "### ⏭️ DVC remote: not checked\n\nThe repository defines no DVC remote "
+            "(committed `.dvc/config`, or the `DVC_REMOTE_URL` repository secret), so nobody can pull "
+            "this branch's models without retraining. README: Sharing results.\n"
+        )
     if not missing:
         return f"### ✅ DVC remote `{remote}` holds every output in dvc.lock\n"
     items = "\n".join(f"- `{path}`" for path in missing)
-    return (f"### ❌ DVC remote `{remote}` lacks {len(missing)} outputs of dvc.lock\n\nForgot to `dvc push` "
-            f"(`make push`) after the run that wrote dvc.lock?\n\n{items}\n")
+    return (
+        f"### ❌ DVC remote `{remote}` lacks {len(missing)} outputs of dvc.lock\n\nForgot to `dvc push` "
+        f"(`make push`) after the run that wrote dvc.lock?\n\n{items}\n"
+    )
 
 
 def _run_dvc(repo: Path, *args: str) -> None:
     """Run dvc with its own progress output; a failure is a PipelineError."""
     if subprocess.run(["dvc", *args], cwd=repo).returncode != 0:
-        raise PipelineError(f"`dvc {' '.join(args)}` failed (its message is above)")
+        raise PipelineError(f"`dvc {' '.join(args)}` failed (fix: DVC printed why just above)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["push", "pull", "check"])
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="project folder")
     parser.add_argument("--md", action="store_true", help="check: Markdown for a job summary")
@@ -98,8 +105,12 @@ def main() -> None:
         elif remote is None:
             print("no DVC remote is configured: skipped the check that dvc.lock's outputs were pushed")
         elif missing:
-            print(f"error: DVC remote {remote!r} lacks {len(missing)} outputs of dvc.lock: {', '.join(missing)}; "
-                  "run `make push` (dvc push) from the workspace that ran the pipeline", file=sys.stderr)
+            print(
+                f"error: DVC remote {remote!r} lacks {len(missing)} outputs of dvc.lock: "
+                f"{', '.join(missing)} (fix: run `make push`, i.e. dvc push, from the workspace that ran "
+                "the pipeline)",
+                file=sys.stderr,
+            )
         else:
             print(f"DVC remote {remote!r} holds every output in dvc.lock")
         sys.exit(1 if missing else 0)
@@ -109,8 +120,10 @@ def main() -> None:
     if args.command == "push":
         remote, missing = check(repo)
         if missing:
-            raise PipelineError(f"after the push, DVC remote {remote!r} still lacks {', '.join(missing)}: they are "
-                                "in no local cache either; rerun the stages that write them (`dvc repro`)")
+            raise PipelineError(
+                f"after the push, DVC remote {remote!r} still lacks {', '.join(missing)}: they are "
+                "in no local cache either (fix: rerun the stages that write them with `dvc repro`, then push)"
+            )
         print(f"DVC remote {remote!r} holds every output in dvc.lock")
 
 

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_pipeline.cli import run
 from mnist_pipeline.environment import COMPARED, ENV_DIR, describe
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import guard_params, load_params
@@ -42,7 +43,9 @@ def dvc(*args: str, cwd: Path | None = None) -> str:
     result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        raise PipelineError(f"`dvc {' '.join(args)}` failed: {last}")
+        raise PipelineError(
+            f"`dvc {' '.join(args)}` failed: {last} (fix: run it yourself to see the whole message)"
+        )
     return result.stdout
 
 
@@ -61,8 +64,10 @@ def guard_failures(changes: list[AccuracyChange], max_drop_pp: float) -> list[st
     failures = []
     for c in changes:
         if c.change_pp is not None and c.change_pp < -max_drop_pp - 1e-9:
-            failures.append(f"{c.model}: test accuracy fell {-c.change_pp:.2f} pp ({100 * c.old:.2f}% → "
-                            f"{100 * c.new:.2f}%), more than guard.max_accuracy_drop_pp = {max_drop_pp}")
+            failures.append(
+                f"{c.model}: test accuracy fell {-c.change_pp:.2f} pp ({100 * c.old:.2f}% → "
+                f"{100 * c.new:.2f}%), more than guard.max_accuracy_drop_pp = {max_drop_pp}"
+            )
     return failures
 
 
@@ -75,8 +80,15 @@ def accuracy_table(changes: list[AccuracyChange], max_drop_pp: float) -> str:
     rows = ["| model | base | head | change | |", "|---|---:|---:|---:|---|"]
     for c in changes:
         pp = c.change_pp
-        verdict = "new" if c.old is None else "removed" if c.new is None else \
-            "❌ regression" if pp < -max_drop_pp - 1e-9 else "✅"
+        verdict = (
+            "new"
+            if c.old is None
+            else "removed"
+            if c.new is None
+            else "❌ regression"
+            if pp < -max_drop_pp - 1e-9
+            else "✅"
+        )
         change = "—" if pp is None else f"{pp:+.2f} pp"
         rows.append(f"| {c.model} | {_percent(c.old)} | {_percent(c.new)} | {change} | {verdict} |")
     return "\n".join(rows)
@@ -90,20 +102,29 @@ def _table_or(md: str, empty: str) -> str:
 
 def guard_sentence(max_drop_pp: float) -> str:
     """How the guard threshold relates to noise, for the reviewer."""
-    return (f"The accuracy guard fails a model whose test accuracy falls by more than {max_drop_pp} pp, a threshold "
-            "set above the differences that seeds and CPU types alone produced (README: Reproducibility).")
+    return (
+        f"The accuracy guard fails a model whose test accuracy falls by more than {max_drop_pp} pp, "
+        "a threshold set above the differences that seeds and CPU types alone produced "
+        "(README: Reproducibility)."
+    )
 
 
 def recorded_environments(rev: str, repo: Path) -> dict[str, dict]:
     """The environment records (metrics/env/**.json) committed at a git revision, by path."""
-    listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "--", ENV_DIR], cwd=repo,
-                             capture_output=True, text=True)
+    listing = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", rev, "--", ENV_DIR], cwd=repo, capture_output=True, text=True
+    )
     if listing.returncode != 0:
-        raise PipelineError(f"`git ls-tree {rev}` failed: {listing.stderr.strip()}")
+        raise PipelineError(
+            f"`git ls-tree {rev}` failed: {listing.stderr.strip()} (fix: fetch {rev}, or name a revision "
+            "this clone has)"
+        )
     envs = {}
     for path in listing.stdout.split():
         if path.endswith(".json"):
-            shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True)
+            shown = subprocess.run(
+                ["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=True
+            )
             envs[path] = json.loads(shown.stdout)
     return envs
 
@@ -124,28 +145,58 @@ def environment_section(base_envs: dict[str, dict], head_envs: dict[str, dict], 
         return f"### Environment\n\nNeither side records the machine behind its results. {noise}\n"
     if not base or not head:
         known = "head" if head else "base"
-        return (f"### Environment\n\nOnly the {known} records its machine: {'; '.join(head or base)}. "
-                f"The other side's results may come from another CPU. {noise}\n")
+        return (
+            f"### Environment\n\nOnly the {known} records its machine: {'; '.join(head or base)}. "
+            f"The other side's results may come from another CPU. {noise}\n"
+        )
     if base == head:
-        return (f"### Environment\n\nBase and head results come from the same environment ({'; '.join(head)}): "
-                f"differences are the change's own.\n")
-    return ("### ⚠️ Environment differs\n\nBase and head results were produced on different machines or kernels, so "
-            "every model may differ slightly even where nothing changed.\n\n"
-            f"- base: {'; '.join(base)}\n- head: {'; '.join(head)}\n\n{noise}\n")
+        return (
+            f"### Environment\n\nBase and head results come from the same environment ({'; '.join(head)}): "
+            f"differences are the change's own.\n"
+        )
+    return (
+        "### ⚠️ Environment differs\n\nBase and head results were produced on different machines or kernels, "
+        "so every model may differ slightly even where nothing changed.\n\n"
+        f"- base: {'; '.join(base)}\n- head: {'; '.join(head)}\n\n{noise}\n"
+    )
 
 
-def summary_markdown(base: str, params_md: str, metrics_md: str, changes: list[AccuracyChange],
-                     max_drop_pp: float, smoke_md: str | None, environment_md: str = "") -> str:
+def summary_markdown(
+    base: str,
+    params_md: str,
+    metrics_md: str,
+    changes: list[AccuracyChange],
+    max_drop_pp: float,
+    smoke_md: str | None,
+    environment_md: str = "",
+) -> str:
     """The job summary a reviewer reads."""
-    parts = [f"## Model check against `{base}`", "", environment_md,
-             "### Test accuracy of the committed full run", "", accuracy_table(changes, max_drop_pp), "",
-             guard_sentence(max_drop_pp), "",
-             "### Params changed", "", _table_or(params_md, "No params changed."), "",
-             "### Metrics changed (`dvc metrics diff`)", "",
-             _table_or(metrics_md, "No metrics changed."), ""]
+    parts = [
+        f"## Model check against `{base}`",
+        "",
+        environment_md,
+        "### Test accuracy of the committed full run",
+        "",
+        accuracy_table(changes, max_drop_pp),
+        "",
+        guard_sentence(max_drop_pp),
+        "",
+        "### Params changed",
+        "",
+        _table_or(params_md, "No params changed."),
+        "",
+        "### Metrics changed (`dvc metrics diff`)",
+        "",
+        _table_or(metrics_md, "No metrics changed."),
+        "",
+    ]
     if smoke_md is not None:
-        parts += ["### Smoke run of this head (2,000 training images, 1 epoch: not comparable to the table above)",
-                  "", smoke_md.strip(), ""]
+        parts += [
+            "### Smoke run of this head (2,000 training images, 1 epoch: not comparable to the table above)",
+            "",
+            smoke_md.strip(),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -153,29 +204,30 @@ def compare(base: str, repo: Path) -> tuple[str, str, list[AccuracyChange], floa
     """params diff (Markdown), metrics diff (Markdown), accuracy changes and the guard threshold."""
     params_md = dvc("params", "diff", base, "HEAD", "--md", cwd=repo)
     metrics_md = dvc("metrics", "diff", base, "HEAD", "--md", cwd=repo)
-    changes = accuracy_changes(json.loads(dvc("metrics", "diff", base, "HEAD", "--all", "--json", cwd=repo) or "{}"))
+    changes = accuracy_changes(
+        json.loads(dvc("metrics", "diff", base, "HEAD", "--all", "--json", cwd=repo) or "{}")
+    )
     max_drop = guard_params(load_params(repo / "params.yaml")).max_accuracy_drop_pp
     return params_md, metrics_md, changes, max_drop
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["summary", "guard"])
     parser.add_argument("--base", required=True, help="git revision to compare HEAD with")
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="project folder")
     parser.add_argument("--smoke", type=Path, help="folder of a smoke run (summary only)")
     args = parser.parse_args()
-    try:
-        params_md, metrics_md, changes, max_drop = compare(args.base, args.repo)
-        if args.command == "summary":
-            smoke_md = dvc("metrics", "show", "--md", cwd=args.smoke) if args.smoke else None
-            environment_md = environment_section(recorded_environments(args.base, args.repo),
-                                                 recorded_environments("HEAD", args.repo), max_drop)
-            print(summary_markdown(args.base, params_md, metrics_md, changes, max_drop, smoke_md, environment_md))
-            return
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    params_md, metrics_md, changes, max_drop = compare(args.base, args.repo)
+    if args.command == "summary":
+        smoke_md = dvc("metrics", "show", "--md", cwd=args.smoke) if args.smoke else None
+        environment_md = environment_section(
+            recorded_environments(args.base, args.repo), recorded_environments("HEAD", args.repo), max_drop
+        )
+        print(summary_markdown(args.base, params_md, metrics_md, changes, max_drop, smoke_md, environment_md))
+        return
     failures = guard_failures(changes, max_drop)
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
@@ -185,4 +237,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,4 +1,4 @@
-"""The smoke profile: the real dvc.yaml on 2,000 training and 1,000 val images for one epoch, in a scratch copy.
+"""The smoke profile: the real dvc.yaml on 2,000 training and 1,000 val images, one epoch, in a scratch copy.
 
     python -m mnist_tools.smoke build/smoke
 
@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+
+from mnist_pipeline.cli import run
+from mnist_pipeline.errors import PipelineError
 
 TRAIN_LIMIT = 2000  # training images kept
 VAL_SIZE = 1000  # val images scored after the epoch (5,000 in the full run; the val pass dominated slow CPUs)
@@ -29,24 +31,35 @@ def smoke_overrides(params_path: Path) -> list[str]:
     models = params["models"]
     # A weight average over ~1/(1 - ema_decay) steps would be mostly the untrained start after ~16 steps.
     no_ema = [f"models.{name}.ema_decay=0" for name, recipe in models.items() if recipe.get("ema_decay")]
-    return [f"preprocess.train_limit={TRAIN_LIMIT}", f"preprocess.val_size={VAL_SIZE}", *(f"models.{name}.epochs={EPOCHS}" for name in models), *no_ema]
+    return [
+        f"preprocess.train_limit={TRAIN_LIMIT}",
+        f"preprocess.val_size={VAL_SIZE}",
+        *(f"models.{name}.epochs={EPOCHS}" for name in models),
+        *no_ema,
+    ]
 
 
 def project_files(root: Path) -> list[str]:
     """Files git tracks or would track (untracked but not ignored), relative to root."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, check=True, capture_output=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    ).stdout
     return [f for f in out.decode().split("\0") if f and (root / f).is_file()]
 
 
 def git(cwd: Path, *args: str) -> str:
     """Run git in cwd with a fixed identity; return stdout."""
     identity = ["-c", "user.name=smoke", "-c", "user.email=smoke@localhost", "-c", "commit.gpgsign=false"]
-    return subprocess.run(["git", *identity, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", *identity, *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def copy_project(root: Path, dest: Path) -> None:
-    """Copy the project into dest as a fresh git repo with one commit (dvc.lock left out: nothing is run yet)."""
+    """Copy the project into dest as a fresh git repo with one commit (without dvc.lock: nothing ran yet)."""
     if dest.exists():
         shutil.rmtree(dest)
     for name in project_files(root):
@@ -68,17 +81,21 @@ def run_smoke(root: Path, dest: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dest", type=Path, help="scratch folder (replaced)")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project to copy")
     args = parser.parse_args()
     try:
         run_smoke(args.root.resolve(), args.dest.resolve())
     except subprocess.CalledProcessError as e:
-        print(f"error: smoke run failed: {' '.join(map(str, e.cmd))} exited with {e.returncode}", file=sys.stderr)
-        sys.exit(1)
+        raise PipelineError(
+            f"smoke run failed: {' '.join(map(str, e.cmd))} exited with {e.returncode} "
+            f"(fix: the failing stage printed why above; its files are in {args.dest})"
+        ) from None
     subprocess.run(["dvc", "metrics", "show", "--md"], cwd=args.dest, check=True)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,4 +1,5 @@
-"""The README's everyday commands on a real smoke run: experiments through the queue, make predict, the PR summary."""
+"""The README's everyday commands on a real smoke run:
+experiments through the queue, make predict, the PR summary."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import dvc, make, table, tool
 from PIL import Image
 
-from conftest import dvc, make, table, tool
-from mnist_pipeline.checkpoint import load_model
+from mnist_pipeline.artifacts import load_model
 from mnist_pipeline.data import load_split
 from mnist_tools.predict import classify, load_image
 
 pytestmark = pytest.mark.e2e
 
+
 def experiments(shown: list[dict]) -> dict[str, dict]:
     """`dvc exp show --json` → {experiment name: its data}, baselines left out."""
-    return {exp["name"]: exp["data"] for row in shown for exp in (row.get("experiments") or [])
-            for exp in exp["revs"]}
+    return {
+        exp["name"]: exp["data"]
+        for row in shown
+        for exp in (row.get("experiments") or [])
+        for exp in exp["revs"]
+    }
 
 
 def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,8 +57,15 @@ def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path, monkeypatch: py
     assert shown.returncode == 0, shown.stderr
     assert max(len(line.rstrip()) for line in shown.stdout.splitlines()) <= 160, shown.stdout
     header, rows = table(shown.stdout)
-    assert header == ["Experiment", "State", *(f"{m}.acc" for m in models), "models.mlp.lr"]  # the queue adds State
-    grid = {row[-1]: row[1 + models.index("mlp")] for name, row in rows.items() if name.startswith(("├", "└"))}
+    assert header == [
+        "Experiment",
+        "State",
+        *(f"{m}.acc" for m in models),
+        "models.mlp.lr",
+    ]  # the queue adds State
+    grid = {
+        row[-1]: row[1 + models.index("mlp")] for name, row in rows.items() if name.startswith(("├", "└"))
+    }
     assert {row[0] for name, row in rows.items() if name.startswith(("├", "└"))} == {"Success"}
     assert grid == {str(lr): str(accuracies[lr]) for lr in (0.02, 0.2)}
 
@@ -67,7 +80,9 @@ def test_make_predict_prints_path_tab_digit_and_needs_images(repo: Path, tmp_pat
     expected = [classify(model, info, load_image(p)[None], 1)[0][0] for p in paths]  # as predict does it
     predicted = make(repo, "predict", "MODEL=mlp", f"IMAGES={' '.join(map(str, paths))}")
     assert predicted.returncode == 0, predicted.stderr
-    assert predicted.stdout.splitlines() == [f"{p}\t{d} ({prob:.3f})" for p, (d, prob) in zip(paths, expected)]
+    assert predicted.stdout.splitlines() == [
+        f"{p}\t{d} ({prob:.3f})" for p, (d, prob) in zip(paths, expected, strict=True)
+    ]
 
     empty = make(repo, "predict", "MODEL=mlp")
     assert empty.returncode == 2 and empty.stdout == ""

@@ -1,4 +1,5 @@
-"""The team workflow on a real smoke run: check-lock in clean clones, and results shared through a DVC remote."""
+"""The team workflow on a real smoke run: check-lock in clean clones,
+and results shared through a DVC remote."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, clone, dvc, tool
+
 from mnist_tools.smoke import git
 
 pytestmark = pytest.mark.e2e
+
 
 def set_lr(repo: Path, model: str, lr: float) -> float:
     """Change one model's lr in params.yaml the way a person edits it (one line); return the old value."""
@@ -28,10 +30,16 @@ def set_lr(repo: Path, model: str, lr: float) -> float:
 
 
 def stale_stages(output: str) -> set[str]:
-    return {line.removeprefix("stale: ").split(":")[0] for line in output.splitlines() if line.startswith("stale: ")}
+    return {
+        line.removeprefix("stale: ").split(":")[0]
+        for line in output.splitlines()
+        if line.startswith("stale: ")
+    }
 
 
-def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(template: Path, tmp_path: Path) -> None:
+def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(
+    template: Path, tmp_path: Path
+) -> None:
     work = clone(template, tmp_path / "clone")
     with (work / "README.md").open("a") as f:
         f.write("\nA README edit is not staleness.\n")
@@ -43,21 +51,22 @@ def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(templa
     failed = tool(work, "lockcheck")
     assert failed.returncode == 1
     assert f"stale: train@lenet: params models.lenet.lr {old} → 0.0123" in failed.stdout.splitlines()
-    # ensemble, summary and plot read the whole models: section, so they are stale too; no other model is
-    assert stale_stages(failed.stdout) == {"train@lenet", "ensemble", "summary", "plot"}
+    # no other stage reads models.lenet: ensemble, summary and plot name the files they read, which change
+    # only once train@lenet reruns (until then dvc.lock's records of them agree)
+    assert stale_stages(failed.stdout) == {"train@lenet"}
     assert failed.stdout.splitlines()[-1].startswith("dvc.lock is stale: run `dvc repro`")
 
 
 def test_a_module_edit_names_every_stage_that_imports_it(template: Path, tmp_path: Path) -> None:
     work = clone(template, tmp_path / "clone")
-    with (work / "src" / "mnist_pipeline" / "training.py").open("a") as f:
+    with (work / "src" / "mnist_pipeline" / "inference.py").open("a") as f:
         f.write("\n# edited\n")
     result = tool(work, "lockcheck")
     assert result.returncode == 1
     models = list(yaml.safe_load((work / "params.yaml").read_text())["models"])
-    # train and evaluate import training.py (test_stage_dependencies_match_imports keeps dvc.yaml honest)
+    # train and evaluate import inference.py (test_dvc_deps keeps dvc.yaml honest)
     assert stale_stages(result.stdout) == {f"{stage}@{m}" for stage in ("train", "evaluate") for m in models}
-    assert "src/mnist_pipeline/training.py changed" in result.stdout
+    assert "src/mnist_pipeline/inference.py changed" in result.stdout
 
 
 def test_a_lock_from_two_runs_is_caught(template: Path, tmp_path: Path) -> None:
@@ -75,12 +84,12 @@ def test_a_lock_from_two_runs_is_caught(template: Path, tmp_path: Path) -> None:
 
     lock = yaml.safe_load((template / "dvc.lock").read_text())
     for dep in lock["stages"]["ensemble"]["deps"]:
-        if dep["path"] == "data/logits":  # as if evaluate@lenet reran and ensemble did not
-            dep["md5"] = "1" * 32 + ".dir"
+        if dep["path"] == "data/logits/lenet.pt":  # as if evaluate@lenet reran and ensemble did not
+            dep["md5"] = "1" * 32
     lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
     result = tool(work, "lockcheck")
     assert stale_stages(result.stdout) == {"ensemble"}
-    assert "data/logits is not what evaluate@" in result.stdout
+    assert "data/logits/lenet.pt is not the one evaluate@lenet last wrote" in result.stdout
 
 
 def md5(path: Path) -> str:
@@ -97,7 +106,9 @@ def test_results_travel_through_a_remote_without_retraining(repo: Path, tmp_path
 
     unpushed = tool(runner, "remote", "check")
     assert unpushed.returncode == 1
-    assert "lacks" in unpushed.stderr and "models/lenet.pt" in unpushed.stderr and "data/raw" in unpushed.stderr
+    assert (
+        "lacks" in unpushed.stderr and "models/lenet.pt" in unpushed.stderr and "data/raw" in unpushed.stderr
+    )
     summary = tool(runner, "remote", "check", "--md")
     assert summary.returncode == 1 and "- `models/bnnet.pt`" in summary.stdout
     pushed = tool(runner, "remote", "push")
@@ -112,11 +123,20 @@ def test_results_travel_through_a_remote_without_retraining(repo: Path, tmp_path
     assert "up to date" in dvc(mate, "status")  # so `dvc repro` would run nothing
     assert md5(mate / "models" / "lenet.pt") == md5(repo / "models" / "lenet.pt")
 
-    # A model registry's view: register a version (GTO's git tag), then `dvc artifacts get` fetches it from the remote.
-    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                for what, value in (("NAME", "registry"), ("EMAIL", "registry@localhost"))}
-    subprocess.run([str(BIN / "gto"), "register", "bnnet"], cwd=mate, check=True, capture_output=True,
-                   env=os.environ | identity)
+    # A model registry's view: register a version (GTO's git tag),
+    # then `dvc artifacts get` fetches it from the remote.
+    identity = {
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "registry"), ("EMAIL", "registry@localhost"))
+    }
+    subprocess.run(
+        [str(BIN / "gto"), "register", "bnnet"],
+        cwd=mate,
+        check=True,
+        capture_output=True,
+        env=os.environ | identity,
+    )
     fetched = tmp_path / "fetched.pt"
     dvc(tmp_path, "artifacts", "get", str(mate), "bnnet", "-o", str(fetched))
     assert md5(fetched) == md5(repo / "models" / "bnnet.pt")

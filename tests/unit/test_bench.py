@@ -5,16 +5,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from mnist_tools import bench
-from mnist_tools.bench import seed_loader, throughput
+from mnist_pipeline import training
 from mnist_pipeline.data import load_raw
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import load_params, model_params
 from mnist_pipeline.smallconv import SmallMapConv2d
+from mnist_tools import bench
+from mnist_tools.bench import seed_loader, throughput
 
 PARAMS = Path(__file__).parents[2] / "params.yaml"
 
@@ -33,8 +35,9 @@ def unnormalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 def test_seed_loader_yields_the_first_images_with_the_seed_normalisation(tiny_raw: Path, name: str) -> None:
     cfg = bench.SEED_LOADERS[name]
     batches = list(seed_loader(tiny_raw, name, images=100))
-    assert [len(y) for _, y in batches] == [cfg["batch_size"]] * (100 // cfg["batch_size"]) + \
-        ([100 % cfg["batch_size"]] if 100 % cfg["batch_size"] else [])
+    assert [len(y) for _, y in batches] == [cfg["batch_size"]] * (100 // cfg["batch_size"]) + (
+        [100 % cfg["batch_size"]] if 100 % cfg["batch_size"] else []
+    )
     x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     images, labels = load_raw(tiny_raw, train=True)
     assert as_bytes(unnormalise(x, cfg["mean"], cfg["std"])) == as_bytes(images[:100])
@@ -59,21 +62,36 @@ def test_both_paths_train_on_the_same_images(tiny_raw: Path, monkeypatch: pytest
         seen["seed"].append(as_bytes(unnormalise(x, 0.0, 1.0)))
         return len(x)
 
-    def train_one_epoch(model, optimizer, scheduler, images, labels, recipe, generator, *rest) -> tuple[float, float]:
+    def train_one_epoch(
+        model, optimizer, scheduler, images, labels, recipe, generator, *rest
+    ) -> tuple[float, float]:
         seen["ours"].append(as_bytes(images))
         seen["recipe"].append(recipe)
         return 0.0, 0.0
 
     monkeypatch.setattr(bench, "seed_epoch", seed_epoch)
-    monkeypatch.setattr(bench, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(
+        training, "train_one_epoch", train_one_epoch
+    )  # what fit_epochs, the stage's loop, calls
     committed = model_params(load_params(PARAMS), "cnn2")
     throughput(tiny_raw, "cnn2", images=64, committed=committed, threads=1, min_run_time=0.01)
     # every timed pass, both ways, saw the same 64 images
     assert len(seen["seed"]) >= 5 and len(seen["ours"]) >= 5
-    assert all(images == seen["seed"][0] for images in seen["seed"] + seen["ours"]) and len(seen["seed"][0]) == 64
-    # ours differs from the seed's recipe only in the committed memory format and autocast
-    assert set(seen["recipe"]) == {dataclasses.replace(bench.seed_recipe("cnn2"), channels_last=committed.channels_last,
-                                                       bf16=committed.bf16)}
+    assert (
+        all(images == seen["seed"][0] for images in seen["seed"] + seen["ours"])
+        and len(seen["seed"][0]) == 64
+    )
+    # ours differs from the seed's recipe only in the committed memory format and autocast (and a run
+    # planned long enough that its schedule never ends, without early stopping)
+    assert set(seen["recipe"]) == {
+        dataclasses.replace(
+            bench.seed_recipe("cnn2"),
+            channels_last=committed.channels_last,
+            bf16=committed.bf16,
+            epochs=100_000,
+            patience=0,
+        )
+    }
 
 
 def test_both_paths_train_and_report_a_rate(tiny_raw: Path) -> None:
@@ -117,14 +135,24 @@ def test_lever_rates_time_every_lever(tiny_raw: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(bench, "our_work", our_work)
     recipe = dataclasses.replace(model_params(load_params(PARAMS), "lenet"), channels_last=True, bf16=True)
-    rates = bench.lever_rates(tiny_raw, dataclasses.replace(recipe, batch_size=8), batches=2, threads=1, min_run_time=0.0)
+    rates = bench.lever_rates(
+        tiny_raw, dataclasses.replace(recipe, batch_size=8), batches=2, threads=1, min_run_time=0.0
+    )
     assert list(rates) == ["NCHW fp32", "NHWC fp32", "NCHW bf16", "NHWC bf16", "torch.compile", "2x batch"]
-    assert timed == [(False, False, 8, False, 16), (True, False, 8, False, 16), (False, True, 8, False, 16),
-                     (True, True, 8, False, 16), (True, True, 8, True, 16), (True, True, 16, False, 32)]
+    assert timed == [
+        (False, False, 8, False, 16),
+        (True, False, 8, False, 16),
+        (False, True, 8, False, 16),
+        (True, True, 8, False, 16),
+        (True, True, 8, True, 16),
+        (True, True, 16, False, 32),
+    ]
     assert all(rate.median > 0 for rate in rates.values())
 
 
-def test_the_compile_lever_trains_the_compiled_module(tiny_raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_compile_lever_trains_the_compiled_module(
+    tiny_raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     compiled: list[torch.nn.Module] = []
     trained: list[torch.nn.Module] = []
 
@@ -138,7 +166,7 @@ def test_the_compile_lever_trains_the_compiled_module(tiny_raw: Path, monkeypatc
         return 0.0, 0.0
 
     monkeypatch.setattr(bench.torch, "compile", fake_compile)
-    monkeypatch.setattr(bench, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(training, "train_one_epoch", train_one_epoch)
     recipe = model_params(load_params(PARAMS), "lenet")
     images, labels = bench.load_raw(tiny_raw, train=True)
     bench.our_work(images[:32], labels[:32], recipe, compile=True)()
@@ -147,28 +175,38 @@ def test_the_compile_lever_trains_the_compiled_module(tiny_raw: Path, monkeypatc
     assert len(compiled) == 1 and not isinstance(trained[1], torch.nn.Sequential)  # eager: the model itself
 
 
-def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
-    """Wrap bench.<name> so that each call appends to the returned list."""
+def counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
+    """Wrap module.<name> so that each call appends to the returned list."""
     calls: list[int] = []
-    real = getattr(bench, name)
+    real = getattr(module, name)
 
     def wrapped(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench, name, wrapped)
+    monkeypatch.setattr(module, name, wrapped)
     return calls
 
 
 @pytest.mark.parametrize("way", ["seed", "ours"])
-def test_time_to_accuracy_stops_at_the_first_epoch_that_reaches_it(tiny_raw: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                    way: str) -> None:
-    recipe = dataclasses.replace(model_params(load_params(PARAMS), "lenet"), epochs=3, batch_size=16, bf16=False)
-    epochs = counting(monkeypatch, "seed_epoch" if way == "seed" else "train_one_epoch")
+def test_time_to_accuracy_stops_at_the_first_epoch_that_reaches_it(
+    tiny_raw: Path, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    recipe = dataclasses.replace(
+        model_params(load_params(PARAMS), "lenet"), epochs=3, batch_size=16, bf16=False
+    )
+    epochs = (
+        counting(monkeypatch, bench, "seed_epoch")
+        if way == "seed"
+        else counting(monkeypatch, training, "train_one_epoch")
+    )
 
     def run() -> tuple[float | None, float]:
-        return bench.time_to_accuracy_seed_way(tiny_raw, epochs=3) if way == "seed" else \
-            bench.time_to_accuracy_our_way(tiny_raw, recipe)
+        return (
+            bench.time_to_accuracy_seed_way(tiny_raw, epochs=3)
+            if way == "seed"
+            else bench.time_to_accuracy_our_way(tiny_raw, recipe)
+        )
 
     monkeypatch.setattr(bench, "SEED_ACCURACY", 0.0)
     seconds, accuracy = run()
@@ -180,8 +218,9 @@ def test_time_to_accuracy_stops_at_the_first_epoch_that_reaches_it(tiny_raw: Pat
     assert len(epochs) == 3 and seconds is None and 0 <= accuracy <= 1
 
 
-def test_the_seeds_way_trains_resnet18_on_pytorchs_own_convolutions(tiny_raw: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_seeds_way_trains_resnet18_on_pytorchs_own_convolutions(
+    tiny_raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trained: list[torch.nn.Module] = []
     monkeypatch.setattr(bench, "seed_epoch", lambda model, optimizer, loader: trained.append(model) or 0)
     bench.seed_work(tiny_raw, "resnet18", images=8)()
@@ -200,7 +239,9 @@ def test_train_flops_per_image_counts_forward_and_backward() -> None:
     forward = 2 * (784 * 300 + 300 * 100 + 100 * 10)
     assert bench.train_flops_per_image("mlp", batch_size=4) == 2 * forward + 2 * (300 * 100 + 100 * 10)
     # resnet18 counts the same work whatever kernels our path uses
-    assert bench.train_flops_per_image("resnet18", 4) == pytest.approx(bench.train_flops_per_image("resnet18", 8))
+    assert bench.train_flops_per_image("resnet18", 4) == pytest.approx(
+        bench.train_flops_per_image("resnet18", 8)
+    )
 
 
 def test_matmul_work_multiplies_two_n_by_n_float32_matrices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,6 +264,7 @@ class DriftingMachine:
         def run() -> None:
             self.calls.append(name)
             self.now += seconds * (1 + self.drift * self.now)
+
         return run
 
 
@@ -231,8 +273,19 @@ def test_measure_interleaved_times_the_works_in_a_palindrome_of_rounds() -> None
     works = {name: (machine.work(name, 0.125), 10) for name in "ABC"}  # binary fractions: exact sums
     bench.measure_interleaved(works, threads=1, min_run_time=0.0, replicates=4, clock=machine.clock)
     runs = [name for i, name in enumerate(machine.calls) if i == 0 or machine.calls[i - 1] != name]
-    assert runs == ["A", "B", "C", "A", "B", "C", "B", "A"]  # warm-ups; round 1; round 2 reversed (C, C joined)
-    assert [machine.calls.count(name) for name in "ABC"] == [2 + 2 * 3] * 3  # per round: block estimate + 2 timed
+    assert runs == [
+        "A",
+        "B",
+        "C",
+        "A",
+        "B",
+        "C",
+        "B",
+        "A",
+    ]  # warm-ups; round 1; round 2 reversed (C, C joined)
+    assert [machine.calls.count(name) for name in "ABC"] == [
+        2 + 2 * 3
+    ] * 3  # per round: block estimate + 2 timed
 
 
 def test_a_steady_drift_moves_both_rates_alike() -> None:

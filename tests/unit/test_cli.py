@@ -61,7 +61,9 @@ if sys.argv[1] == "on":
 torch.set_num_threads(2)
 g = torch.Generator().manual_seed(0)
 images, labels = torch.randint(0, 256, (320, 28, 28), generator=g, dtype=torch.uint8), torch.arange(320) % 10
-recipe = ModelParams(arch="cnn2", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=1, rotate_deg=8)
+recipe = ModelParams(
+    arch="cnn2", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=1, rotate_deg=8
+)
 torch.manual_seed(0)
 result = fit(build_model("cnn2"), recipe, (images[:256], labels[:256]), (images[256:], labels[256:]), 0, 64)
 print(hashlib.sha256(b"".join(t.numpy().tobytes() for t in result.best_state.values())).hexdigest())
@@ -70,8 +72,13 @@ print(hashlib.sha256(b"".join(t.numpy().tobytes() for t in result.best_state.val
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_the_allocator_settings_change_no_weight() -> None:
-    """Training with the settings gives the same bytes as without (each in its own process: they are process-wide)."""
+    """Training with the settings gives the same bytes as without
+    (each in its own process: they are process-wide)."""
     # batch 128 of cnn2 activations (11 MiB per conv output) is far above glibc's default mmap threshold
-    digests = [subprocess.run([sys.executable, "-c", TRAIN_AND_DIGEST, flag], check=True, capture_output=True,
-                              text=True).stdout for flag in ("off", "on")]
+    digests = [
+        subprocess.run(
+            [sys.executable, "-c", TRAIN_AND_DIGEST, flag], check=True, capture_output=True, text=True
+        ).stdout
+        for flag in ("off", "on")
+    ]
     assert digests[0] == digests[1] and len(digests[0].strip()) == 64

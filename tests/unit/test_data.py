@@ -1,4 +1,5 @@
-"""Reading raw IDX files through torchvision, downloading from mirrors, the seeded val split, and the processed tensors."""
+"""Reading raw IDX files through torchvision, downloading from mirrors, the seeded val split,
+and the processed tensors."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import os
 import pickle
 import socket
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
+from conftest import gzip_bytes, write_idx
 from torchvision.datasets import MNIST
 from torchvision.datasets import utils as tv_utils
 
-from conftest import gzip_bytes, write_idx
 from mnist_pipeline.data import (
     DownloadError,
     _one_line,
@@ -28,7 +30,12 @@ from mnist_pipeline.data import (
 )
 from mnist_pipeline.errors import PipelineError
 
-RAW_NAMES = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+RAW_NAMES = [
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+]
 MNIST_ORDER = [RAW_NAMES[2], RAW_NAMES[3], RAW_NAMES[0], RAW_NAMES[1]]
 
 
@@ -42,7 +49,7 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-# --- mirrors and one-line errors --------------------------------------------------------------------------------
+# --- mirrors and one-line errors ----------------------------------------------------------------------------
 
 
 def test_mirrors_from_env() -> None:
@@ -62,9 +69,9 @@ def test_mirrors_from_process_environment(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_one_line_keeps_the_last_non_blank_line_with_spaces_collapsed() -> None:
-    assert _one_line(RuntimeError("Error downloading x:\nTried m, got:\n  <urlopen   error [Errno 2]  nope>  \n\n")) == (
-        "<urlopen error [Errno 2] nope>"
-    )
+    assert _one_line(
+        RuntimeError("Error downloading x:\nTried m, got:\n  <urlopen   error [Errno 2]  nope>  \n\n")
+    ) == ("<urlopen error [Errno 2] nope>")
     assert _one_line(OSError()) == "OSError"
     assert _one_line(RuntimeError(" \n \n")) == "RuntimeError"
 
@@ -77,17 +84,20 @@ def test_one_line_shortens_long_messages(length: int, expected: int) -> None:
     assert got == (text if length < 160 else text[:157] + "...")
 
 
-# --- download ---------------------------------------------------------------------------------------------------
+# --- download -----------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def tiny_mirrors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """file:// mirrors (no network): 'good' serves four tiny .gz files whose md5s torchvision is told to expect."""
+    """file:// mirrors (no network): 'good' serves four tiny .gz files
+    whose md5s torchvision is told to expect."""
     raw = tmp_path / "idx"
     generator = torch.Generator().manual_seed(1)
     for prefix, n in (("train", 12), ("t10k", 6)):
         labels = torch.arange(n) % 10
-        write_idx(raw, prefix, torch.randint(0, 256, (n, 28, 28), generator=generator, dtype=torch.uint8), labels)
+        write_idx(
+            raw, prefix, torch.randint(0, 256, (n, 28, 28), generator=generator, dtype=torch.uint8), labels
+        )
     good, empty, corrupt = tmp_path / "good", tmp_path / "empty", tmp_path / "corrupt"
     for folder in (good, empty, corrupt):
         folder.mkdir()
@@ -110,8 +120,12 @@ def tiny_mirrors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[di
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(17.0)
     try:
-        yield {"good": good.as_uri() + "/", "empty": empty.as_uri() + "/", "corrupt": corrupt.as_uri() + "/",
-               "idx": str(raw)}
+        yield {
+            "good": good.as_uri() + "/",
+            "empty": empty.as_uri() + "/",
+            "corrupt": corrupt.as_uri() + "/",
+            "idx": str(raw),
+        }
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -123,8 +137,14 @@ def download_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     real_download = MNIST.download
 
     def spy(self: MNIST) -> None:
-        calls.append({"root": Path(self.root), "raw_folder": Path(self.raw_folder), "mirrors": list(self.mirrors),
-                      "timeout": socket.getdefaulttimeout()})
+        calls.append(
+            {
+                "root": Path(self.root),
+                "raw_folder": Path(self.raw_folder),
+                "mirrors": list(self.mirrors),
+                "timeout": socket.getdefaulttimeout(),
+            }
+        )
         real_download(self)
 
     monkeypatch.setattr(MNIST, "download", spy)
@@ -132,7 +152,10 @@ def download_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 def test_download_tries_mirrors_in_turn_and_moves_verified_files_into_place(
-    tmp_path: Path, tiny_mirrors: dict[str, str], download_calls: list[dict[str, Any]], capfd: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    tiny_mirrors: dict[str, str],
+    download_calls: list[dict[str, Any]],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "data" / "mnist" / "raw"
     mirrors = [tiny_mirrors["empty"], tiny_mirrors["corrupt"], tiny_mirrors["good"], tiny_mirrors["corrupt"]]
@@ -169,17 +192,22 @@ def test_download_replaces_an_earlier_download(
 
 
 def test_download_failure_names_every_mirror_in_one_line_and_leaves_nothing(
-    tmp_path: Path, tiny_mirrors: dict[str, str], download_calls: list[dict[str, Any]], capfd: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    tiny_mirrors: dict[str, str],
+    download_calls: list[dict[str, Any]],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "data" / "raw"
     empty, corrupt = tiny_mirrors["empty"], tiny_mirrors["corrupt"]
-    missing = Path(empty[len("file://"):], "train-images-idx3-ubyte.gz")
+    missing = Path(empty[len("file://") :], "train-images-idx3-ubyte.gz")
     with pytest.raises(DownloadError) as info:
         download_mnist(out, [empty, corrupt], timeout_s=1.25)
     assert str(info.value) == (
-        f"could not download MNIST from any mirror: tried {empty} (<urlopen error [Errno 2] No such file or directory: "
-        f"'{missing}'>); {corrupt} (File not found or corrupted.). Set MNIST_MIRROR to one or more base URLs serving "
-        "the four official .gz files (e.g. MNIST_MIRROR=http://127.0.0.1:8765/ after "
+        f"could not download MNIST from any mirror: tried {empty} "
+        "(<urlopen error [Errno 2] No such file or directory: "
+        f"'{missing}'>); {corrupt} (File not found or corrupted.) "
+        "(fix: set MNIST_MIRROR to one or more base URLs "
+        "serving the four official .gz files, e.g. MNIST_MIRROR=http://127.0.0.1:8765/ after "
         "`python -m http.server 8765 --bind 127.0.0.1` in a folder holding them)"
     )
     assert [call["timeout"] for call in download_calls] == [1.25, 1.25]
@@ -201,7 +229,7 @@ def test_download_restores_the_socket_timeout_after_an_unexpected_error(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt", "empty", "good", "idx"]
 
 
-# --- raw files --------------------------------------------------------------------------------------------------
+# --- raw files ----------------------------------------------------------------------------------------------
 
 
 def test_load_raw_reads_generated_idx(tiny_raw: Path) -> None:
@@ -219,17 +247,17 @@ def test_load_raw_without_files_says_what_to_run(tmp_path: Path, monkeypatch: py
     empty = tmp_path / "empty-mirror"
     empty.mkdir()
     monkeypatch.setattr(MNIST, "mirrors", [empty.as_uri() + "/"])
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(PipelineError) as info:
         load_raw(tmp_path, train=True)
     assert str(info.value) == (
-        f"no MNIST files under {tmp_path}/MNIST/raw (Dataset not found. You can use download=True to download it); "
-        "run `dvc repro download`"
+        f"no MNIST files under {tmp_path}/MNIST/raw: stage download writes them "
+        "(fix: run `dvc repro download`)"
     )
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty-mirror"]
 
 
-# --- val split --------------------------------------------------------------------------------------------------
+# --- val split ----------------------------------------------------------------------------------------------
 
 
 def test_split_is_seeded_disjoint_and_keeps_labels(tiny_raw: Path) -> None:
@@ -252,7 +280,9 @@ def test_split_indices_follow_the_seeded_permutation_in_order() -> None:
     order = torch.randperm(10, generator=torch.Generator().manual_seed(5))
     val_idx, train_idx = sorted(order[:3].tolist()), sorted(order[3:].tolist())
     splits = split_train_val(images, labels, val_size=3, train_limit=4, seed=5)
-    assert splits["val"][0][:, 0, 0].tolist() == val_idx and splits["val"][1].tolist() == [10 * i for i in val_idx]
+    assert splits["val"][0][:, 0, 0].tolist() == val_idx and splits["val"][1].tolist() == [
+        10 * i for i in val_idx
+    ]
     assert splits["train"][0][:, 0, 0].tolist() == train_idx[:4]
     assert splits["train"][1].tolist() == [10 * i for i in train_idx[:4]]
     splits["train"][0].zero_()  # the splits are copies, not views of the input
@@ -283,7 +313,7 @@ def test_val_size_out_of_bounds_is_refused(val_size: int) -> None:
     assert str(info.value) == f"val_size = {val_size} must be between 1 and 9"
 
 
-# --- processed splits -------------------------------------------------------------------------------------------
+# --- processed splits ---------------------------------------------------------------------------------------
 
 
 def test_split_round_trip_and_rejects_other_files(tmp_path: Path) -> None:
@@ -312,13 +342,16 @@ def test_load_split_rejects_other_tensors(tmp_path: Path, content: dict[str, tor
     torch.save(content, path)
     with pytest.raises(PipelineError) as info:
         load_split(path)
-    assert str(info.value) == f"{path} is not a processed MNIST split; rerun `dvc repro -f preprocess`"
+    assert str(info.value) == f"{path} is not a processed MNIST split (fix: rerun `dvc repro -f preprocess`)"
 
 
 def test_load_split_missing_file_says_what_to_run(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(PipelineError) as info:
         load_split(tmp_path / "train.pt")
-    assert str(info.value) == f"{tmp_path / 'train.pt'} not found; run `dvc repro preprocess`"
+    assert (
+        str(info.value)
+        == f"{tmp_path / 'train.pt'} not found: stage preprocess writes it (fix: run `dvc repro preprocess`)"
+    )
 
 
 def test_load_split_never_runs_code_in_a_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

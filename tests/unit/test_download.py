@@ -14,7 +14,12 @@ import pytest
 
 from mnist_pipeline.data import DownloadError, download_mnist, load_raw
 
-FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def closed_port_url() -> str:
@@ -117,12 +122,30 @@ NEEDS_MNIST = "tests/unit/test_download.py::test_every_mirror_is_named_and_a_lat
 def test_without_mnist_ci_fails_in_one_line_and_a_local_run_skips(tmp_path: Path, ci: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MNIST_MIRROR", "CI")}
     env |= {"CI": ci, "MNIST_DIR": str(tmp_path)}  # an empty folder: no .gz files
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-                             "-rs", NEEDS_MNIST], cwd=Path(__file__).parents[2], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            NEEDS_MNIST,
+        ],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if ci:
         assert result.returncode == 2
-        assert ("error: CI=true but no MNIST source for the download and end-to-end tests: set MNIST_MIRROR to a "
-                "mirror of the four MNIST .gz files, or MNIST_DIR to a folder holding them") in result.stdout
+        assert (
+            "error: CI=true but no MNIST source for the download and end-to-end tests: set MNIST_MIRROR to a "
+            "mirror of the four MNIST .gz files, or MNIST_DIR to a folder holding them"
+        ) in result.stdout
         assert "passed" not in result.stdout and "skipped" not in result.stdout
     else:
         assert result.returncode == 0 and "1 skipped" in result.stdout

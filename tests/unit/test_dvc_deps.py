@@ -1,4 +1,5 @@
-"""dvc.yaml's deps list exactly the package modules each stage script imports (read from the source, in seconds)."""
+"""dvc.yaml's deps list exactly the package modules each stage script imports
+(read from the source, in seconds)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def imported_modules(path: Path) -> set[str]:
             else:
                 found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("mnist_pipeline.")}
+            found |= {
+                alias.name.split(".")[1] for alias in node.names if alias.name.startswith("mnist_pipeline.")
+            }
     return found
 
 
@@ -53,8 +56,11 @@ STAGES = stage_deps()
 
 
 def test_imported_modules_reads_every_import_form(tmp_path: Path) -> None:
-    code = ("import os\nimport mnist_pipeline.data\nfrom mnist_pipeline.cli import run\nfrom mnist_pipeline import smallconv\n"
-            "def f():\n    from mnist_pipeline.models import build_model\n")
+    code = (
+        "import os\nimport mnist_pipeline.data\nfrom mnist_pipeline.cli import run\n"
+        "from mnist_pipeline import smallconv\n"
+        "def f():\n    from mnist_pipeline.models import build_model\n"
+    )
     (tmp_path / "x.py").write_text(code)
     assert imported_modules(tmp_path / "x.py") == {"data", "cli", "smallconv", "models"}
 
@@ -69,8 +75,10 @@ def test_stage_deps_are_exactly_the_modules_its_script_imports(stage: str) -> No
     assert script in deps
     imported = import_closure(ROOT / script)
     assert "__init__" not in listed and "__init__" not in imported
-    assert listed == imported, f"{stage}: dvc.yaml lists {sorted(listed - imported)} it does not import; " \
-                               f"imports {sorted(imported - listed)} it does not list"
+    assert listed == imported, (
+        f"{stage}: dvc.yaml lists {sorted(listed - imported)} it does not import; "
+        f"imports {sorted(imported - listed)} it does not list"
+    )
 
 
 def test_the_package_init_stays_a_bare_docstring() -> None:
@@ -83,8 +91,19 @@ def test_the_core_and_the_stages_never_import_the_tools() -> None:
     # checkpoint.package_digest() hashes the core package, and dvc.yaml's deps name core modules only: a tool
     # imported from the core would change results without DVC or a resumed checkpoint noticing
     files = [*PACKAGE.glob("*.py"), *(ROOT / "stages").glob("*.py")]
-    imports = {(path.relative_to(ROOT).as_posix(), name) for path in files for node in ast.walk(ast.parse(path.read_text()))
-               for name in ([node.module or ""] if isinstance(node, ast.ImportFrom) else
-                            [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])}
+    imports = {
+        (path.relative_to(ROOT).as_posix(), name)
+        for path in files
+        for node in ast.walk(ast.parse(path.read_text()))
+        for name in (
+            [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else []
+        )
+    }
     assert {(path, name) for path, name in imports if name.split(".")[0] == "mnist_tools"} == set()
-    assert {"stages/train.py", "src/mnist_pipeline/models.py"} <= {path for path, _ in imports}  # the walk saw them
+    assert {"stages/train.py", "src/mnist_pipeline/models.py"} <= {
+        path for path, _ in imports
+    }  # the walk saw them

@@ -59,7 +59,9 @@ def test_loss_is_float32_cross_entropy_rounded_to_six_digits() -> None:
     uniform = classification_metrics(torch.zeros(3, 10), torch.tensor([0, 4, 9]))
     assert uniform["loss"] == 2.302585 and uniform["accuracy"] == round(1 / 3, 6) == 0.333333
     # bfloat16 logits are scored in float32: bf16 cross-entropy would give 0.02685546875
-    logits = torch.tensor([logit_row({0: 2.0, 1: 0.5, 2: -1.0}), logit_row({0: 0.3, 1: 1.7})]).bfloat16() * 3.3
+    logits = (
+        torch.tensor([logit_row({0: 2.0, 1: 0.5, 2: -1.0}), logit_row({0: 0.3, 1: 1.7})]).bfloat16() * 3.3
+    )
     labels = torch.tensor([0, 1])
     expected = F.cross_entropy(logits.float(), labels).item()
     assert metrics_loss(logits, labels) == round(expected, 6) == 0.027233
@@ -83,10 +85,12 @@ def test_ensemble_averages_probabilities() -> None:
         return [math.exp(v) / total for v in row]
 
     pa, pb = softmax(logit_row({0: 20.0})), softmax(logit_row({1: 5.0}))
-    expected = [math.log((x + 2 * y) / 3) for x, y in zip(pa, pb)]
+    expected = [math.log((x + 2 * y) / 3) for x, y in zip(pa, pb, strict=True)]
     # model a gives digit 1 only e^-20 of its mass
     assert math.isclose(expected[1], math.log(2 / 3 * math.exp(5) / (math.exp(5) + 9)), abs_tol=1e-8)
-    assert torch.allclose(combined[0].double(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-6)
+    assert torch.allclose(
+        combined[0].double(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-6
+    )
     assert math.isclose(combined.exp().sum().item(), 1.0, rel_tol=1e-6)
 
 
@@ -100,7 +104,9 @@ def test_ensemble_averages_each_image_separately() -> None:
     p6 = math.e / (math.e + 9)
     expected = [math.log((0.1 + (1 - p6) / 9) / 2)] * 10
     expected[6] = math.log((0.1 + p6) / 2)
-    assert torch.allclose(combined[1].double(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-6)
+    assert torch.allclose(
+        combined[1].double(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-6
+    )
 
 
 def test_ensemble_of_one_model_is_its_log_softmax() -> None:
@@ -110,7 +116,9 @@ def test_ensemble_of_one_model_is_its_log_softmax() -> None:
 
 def test_ensemble_softmax_runs_in_float32() -> None:
     # bfloat16 softmax rounds the probabilities to 8 bits: off by about 1e-3 on these logits
-    logits = (torch.tensor([logit_row({0: 2.0, 1: 0.5, 2: -1.0}), logit_row({0: 0.3, 1: 1.7})]) * 3.3).bfloat16()
+    logits = (
+        torch.tensor([logit_row({0: 2.0, 1: 0.5, 2: -1.0}), logit_row({0: 0.3, 1: 1.7})]) * 3.3
+    ).bfloat16()
     combined = mean_softmax([logits])
     assert combined.dtype == torch.float32
     assert torch.allclose(combined, logits.float().log_softmax(1), rtol=0, atol=1e-5)

@@ -1,4 +1,5 @@
-"""requirements.txt pins everything we import or call, and `make install` reruns only the steps whose inputs changed."""
+"""requirements.txt pins everything we import or call,
+and `make install` reruns only the steps whose inputs changed."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ CALLED = {"dvc", "gto", "mutmut", "pytest-randomly"}  # run as commands or plugi
 
 
 def pinned(requirements: Path) -> dict[str, str]:
-    """{normalised distribution name: version} of requirements.txt; any line that is not `name==version` fails."""
+    """{normalised distribution name: version} of requirements.txt;
+    any line that is not `name==version` fails."""
     pins = {}
     for line in requirements.read_text().splitlines():
         spec = line.split("#")[0].strip()
@@ -33,9 +35,14 @@ def normalise(name: str) -> str:
 
 
 def imported_distributions() -> set[str]:
-    """Distributions whose modules the code, stages and tests import (top-level names through the installed metadata)."""
+    """Distributions whose modules the code, stages and tests import
+    (top-level names through the installed metadata)."""
     names = set()
-    for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").glob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+    for path in [
+        *(ROOT / "src").rglob("*.py"),
+        *(ROOT / "stages").glob("*.py"),
+        *(ROOT / "tests").rglob("*.py"),
+    ]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
@@ -43,7 +50,11 @@ def imported_distributions() -> set[str]:
                 names.add(node.module.split(".")[0])
     owners = packages_distributions()
     ours = {"mnist_pipeline", "mnist_tools", "conftest"}
-    return {normalise(dist) for name in names - set(sys.stdlib_module_names) - ours for dist in owners.get(name, [name])}
+    return {
+        normalise(dist)
+        for name in names - set(sys.stdlib_module_names) - ours
+        for dist in owners.get(name, [name])
+    }
 
 
 def test_everything_imported_or_called_is_pinned() -> None:
@@ -59,18 +70,24 @@ def test_an_unpinned_line_is_refused(tmp_path: Path) -> None:
 
 
 def outside_make() -> dict[str, str]:
-    """This environment without what a calling make (`make test`) passes down: flags, depth, directory notes."""
-    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    """This environment without what a calling make (`make test`) passes down:
+    flags, depth, directory notes."""
+    return {
+        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+    }
 
 
 @pytest.fixture
 def installed(tmp_path: Path) -> Path:
-    """A copy of the Makefile and the install's inputs, every step marked done by `make -t` (nothing installed)."""
+    """A copy of the Makefile and the install's inputs, every step marked done by `make -t`
+    (nothing installed)."""
     for name in ("Makefile", "requirements.txt", "pyproject.toml", "src/mnist_tools/offline_plots.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     (tmp_path / ".venv" / "share").mkdir(parents=True)
-    subprocess.run(["make", "-s", "-t", "install"], cwd=tmp_path, check=True, capture_output=True, env=outside_make())
+    subprocess.run(
+        ["make", "-s", "-t", "install"], cwd=tmp_path, check=True, capture_output=True, env=outside_make()
+    )
     return tmp_path
 
 
@@ -78,18 +95,33 @@ def commands_after_editing(project: Path, edited: str) -> list[str]:
     """What `make install` would run (make -n) after `edited` changed."""
     later = max(p.stat().st_mtime for p in project.rglob("*") if p.is_file()) + 10
     os.utime(project / edited, (later, later))
-    dry = subprocess.run(["make", "-n", "install"], cwd=project, check=True, capture_output=True, text=True,
-                         env=outside_make())
-    return [line for line in dry.stdout.splitlines() if line.strip() not in ("", "true") and not line.startswith("touch ")]
+    dry = subprocess.run(
+        ["make", "-n", "install"], cwd=project, check=True, capture_output=True, text=True, env=outside_make()
+    )
+    return [
+        line
+        for line in dry.stdout.splitlines()
+        if line.strip() not in ("", "true") and not line.startswith("touch ")
+    ]
 
 
-@pytest.mark.parametrize(("edited", "reruns"), [
-    ("requirements.txt", ["-m venv .venv", "pip install -r requirements.txt"]),
-    ("pyproject.toml", ["pip install --no-deps --no-build-isolation -e ."]),
-    ("src/mnist_tools/offline_plots.py", ["-m mnist_tools.offline_plots", "dvc config --local plots.html_template"]),
-    ("Makefile", []),
-])
-def test_install_reruns_only_the_steps_whose_inputs_changed(installed: Path, edited: str, reruns: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("edited", "reruns"),
+    [
+        ("requirements.txt", ["-m venv .venv", "pip install -r requirements.txt"]),
+        ("pyproject.toml", ["pip install --no-deps --no-build-isolation -e ."]),
+        (
+            "src/mnist_tools/offline_plots.py",
+            ["-m mnist_tools.offline_plots", "dvc config --local plots.html_template"],
+        ),
+        ("Makefile", []),
+    ],
+)
+def test_install_reruns_only_the_steps_whose_inputs_changed(
+    installed: Path, edited: str, reruns: list[str]
+) -> None:
     assert commands_after_editing(installed, "Makefile") == []  # all done: nothing to run
     commands = commands_after_editing(installed, edited)
-    assert len(commands) == len(reruns) and all(want in got for want, got in zip(reruns, commands)), commands
+    assert len(commands) == len(reruns) and all(
+        want in got for want, got in zip(reruns, commands, strict=True)
+    ), commands

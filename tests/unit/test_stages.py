@@ -1,27 +1,35 @@
-"""Stage scripts: bad params are refused before any work, and train's resume fingerprint covers what it must."""
+"""Stage scripts: bad params are refused before any work,
+and train's resume fingerprint covers what it must."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib.util
 import json
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
+import pandas as pd
 import pytest
 import torch
-import pandas as pd
 import yaml
 
+from mnist_pipeline.artifacts import ModelFile
 from mnist_pipeline.data import save_split
-from mnist_pipeline.training import FitResult
+from mnist_pipeline.inference import Preprocessing
+from mnist_pipeline.params import model_params
+from mnist_pipeline.training import Epoch
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
 def stage_arguments() -> dict[str, list[str]]:
-    """Each stage script's arguments as dvc.yaml writes them (the foreach stages for lenet); all paths relative."""
+    """Each stage script's arguments as dvc.yaml writes them (the foreach stages for lenet);
+    all paths relative."""
     commands = {}
     for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
         cmd = stage["do"]["cmd"] if "foreach" in stage else stage["cmd"]
@@ -32,11 +40,17 @@ def stage_arguments() -> dict[str, list[str]]:
 
 COMMANDS = stage_arguments()
 
+PARAMS_FIX = " (fix: correct it in params.yaml or in your `dvc exp run -S` override)"
 # A mistake in one stage's section, and the one line every stage must answer it with.
 MISTAKES = {
-    "plot.dpi": ("plot", "dpi", "high", "error: plot.dpi = 'high' is a str; it must be a int"),
-    "evaluate typo": ("evaluate", "batch_sise", 1000,
-                      "error: unknown key evaluate.batch_sise (did you mean evaluate.batch_size?); valid keys: batch_size"),
+    "plot.dpi": ("plot", "dpi", "high", "error: plot.dpi = 'high' is a str; it must be a int" + PARAMS_FIX),
+    "evaluate typo": (
+        "evaluate",
+        "batch_sise",
+        1000,
+        "error: unknown key evaluate.batch_sise (did you mean "
+        "evaluate.batch_size?); valid keys: batch_size" + PARAMS_FIX,
+    ),
 }
 
 
@@ -54,8 +68,9 @@ def load_stage(name: str) -> ModuleType:
 
 @pytest.mark.parametrize("mistake", sorted(MISTAKES))
 @pytest.mark.parametrize("stage", sorted(COMMANDS))
-def test_every_stage_refuses_bad_params_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
-                                                        stage: str, mistake: str) -> None:
+def test_every_stage_refuses_bad_params_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, stage: str, mistake: str
+) -> None:
     section, key, value, message = MISTAKES[mistake]
     params = committed_params()
     params[section][key] = value
@@ -71,13 +86,16 @@ def test_every_stage_refuses_bad_params_before_any_work(tmp_path: Path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # nothing written, nothing half-made
 
 
-def test_a_device_this_machine_lacks_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys) -> None:
+def test_a_device_this_machine_lacks_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     params = committed_params()
     params["train"]["device"] = "cuda"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on our CPU machines, also where CUDA exists
+    monkeypatch.setattr(
+        torch.cuda, "is_available", lambda: False
+    )  # as on our CPU machines, also where CUDA exists
     monkeypatch.setattr(sys, "argv", ["train.py", *COMMANDS["train"]])
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     module = load_stage("train")
@@ -87,36 +105,98 @@ def test_a_device_this_machine_lacks_is_one_line_and_exit_2(tmp_path: Path, monk
     torch.use_deterministic_algorithms(deterministic)
     out, err = capsys.readouterr()
     assert (exit_info.value.code, out) == (2, "")
-    assert err == ("error: train.device is 'cuda' but this machine has no CUDA device "
-                   "(fix: set train.device: auto or cpu in params.yaml)\n")
+    assert err == (
+        "error: train.device is 'cuda' but this machine has no CUDA device "
+        "(fix: set train.device: auto or cpu in params.yaml)\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
+# The first input each stage reads, and the stage that writes it.
+FIRST_INPUT = {
+    "preprocess": ("data/raw/MNIST/raw", "download"),
+    "train": ("data/processed/train.pt", "preprocess"),
+    "evaluate": ("models/lenet.pt", "train@lenet"),
+    "ensemble": ("data/logits/resnet18.pt", "evaluate@resnet18"),
+    "summary": ("metrics/resnet18.json", "evaluate@resnet18"),
+    "plot": ("metrics/resnet18.json", "evaluate@resnet18"),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(FIRST_INPUT))
+def test_a_missing_input_names_the_stage_that_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, stage: str
+) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(), sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [f"{stage}.py", *COMMANDS[stage]])
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    module = load_stage(stage)
+    with pytest.raises(SystemExit) as exit_info:
+        module.run(module.main)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    out, err = capsys.readouterr()
+    path, writer = FIRST_INPUT[stage]
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    if stage == "preprocess":
+        assert (
+            err == "error: no MNIST files under data/raw/MNIST/raw: stage download writes them "
+            "(fix: run `dvc repro download`)\n"
+        )
+    elif stage == "evaluate":
+        assert err == (
+            f"error: {path} not found: stage {writer} writes it (fix: train it with `dvc repro {writer}`, "
+            "or fetch it with `dvc pull` or `dvc artifacts get`)\n"
+        )
+    else:
+        assert err == f"error: {path} not found: stage {writer} writes it (fix: run `dvc repro {writer}`)\n"
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
 
 
 class Stop(Exception):
-    """Raised by the stand-in fit() once the fingerprint is known."""
+    """Raised by the stand-in fit_epochs() once the fingerprint is known."""
 
 
 @pytest.fixture
 def train_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    """A function (params, **patches) → the resume fingerprint stages/train.py computes for lenet on tiny data."""
+    """A function (params, **patches) → the resume fingerprint stages/train.py computes
+    for lenet on tiny data."""
     generator = torch.Generator().manual_seed(0)
     for split, n in (("train", 40), ("val", 10)):
-        save_split(tmp_path / "data" / f"{split}.pt",
-                   torch.randint(0, 256, (n, 28, 28), generator=generator, dtype=torch.uint8), torch.arange(n) % 10)
+        save_split(
+            tmp_path / "data" / f"{split}.pt",
+            torch.randint(0, 256, (n, 28, 28), generator=generator, dtype=torch.uint8),
+            torch.arange(n) % 10,
+        )
     stage = load_stage("train")
     seen: list[str] = []
 
-    def fit(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer, report):
+    def fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer):
         seen.append(checkpointer.run_fingerprint)
         raise Stop
 
-    monkeypatch.setattr(stage, "fit", fit)
+    monkeypatch.setattr(stage, "fit_epochs", fit_epochs)
 
     def fingerprint(params: dict) -> str:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        argv = ["train.py", "--params", str(tmp_path / "params.yaml"), "--model", "lenet", "--data",
-                str(tmp_path / "data"), "--out", str(tmp_path / "m.pt"), "--history", str(tmp_path / "h.csv"),
-                "--checkpoint", str(tmp_path / "ck.pt"), "--env", str(tmp_path / "env.json")]
+        argv = [
+            "train.py",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--model",
+            "lenet",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "m.pt"),
+            "--history",
+            str(tmp_path / "h.csv"),
+            "--checkpoint",
+            str(tmp_path / "ck.pt"),
+            "--env",
+            str(tmp_path / "env.json"),
+        ]
         with monkeypatch.context() as m:
             m.setattr(sys, "argv", argv)
             with pytest.raises(Stop):
@@ -139,10 +219,17 @@ def edited(path: str, value: object) -> dict:
     return params
 
 
-@pytest.mark.parametrize(("path", "value"), [
-    ("models.lenet.lr", 0.0123), ("models.lenet.epochs", 3), ("models.lenet.bf16", True), ("seed", 7),
-    ("train.threads", 1), ("train.eval_batch_size", 500),
-])
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("models.lenet.lr", 0.0123),
+        ("models.lenet.epochs", 3),
+        ("models.lenet.bf16", True),
+        ("seed", 7),
+        ("train.threads", 1),
+        ("train.eval_batch_size", 500),
+    ],
+)
 def test_resume_fingerprint_changes_with_what_changes_the_run(train_stage, path: str, value: object) -> None:
     _, fingerprint, _ = train_stage
     base = fingerprint(committed_params())
@@ -150,10 +237,18 @@ def test_resume_fingerprint_changes_with_what_changes_the_run(train_stage, path:
     assert fingerprint(edited(path, value)) != base
 
 
-@pytest.mark.parametrize(("path", "value"), [
-    ("models.cnn2.lr", 0.0123), ("evaluate.batch_size", 10), ("plot.dpi", 50), ("preprocess.val_size", 100),
-])
-def test_resume_fingerprint_ignores_what_this_run_does_not_read(train_stage, path: str, value: object) -> None:
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("models.cnn2.lr", 0.0123),
+        ("evaluate.batch_size", 10),
+        ("plot.dpi", 50),
+        ("preprocess.val_size", 100),
+    ],
+)
+def test_resume_fingerprint_ignores_what_this_run_does_not_read(
+    train_stage, path: str, value: object
+) -> None:
     _, fingerprint, _ = train_stage
     assert fingerprint(edited(path, value)) == fingerprint(committed_params())
 
@@ -168,7 +263,9 @@ def test_resume_fingerprint_changes_with_the_data(train_stage, split: str) -> No
     assert fingerprint(committed_params()) != base
 
 
-def test_resume_fingerprint_changes_with_code_torch_and_device(train_stage, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_fingerprint_changes_with_code_torch_and_device(
+    train_stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stage, fingerprint, _ = train_stage
     base = fingerprint(committed_params())
     monkeypatch.setattr(stage, "package_digest", lambda: "edited source")
@@ -180,33 +277,83 @@ def test_resume_fingerprint_changes_with_code_torch_and_device(train_stage, monk
     assert len({base, code, version, device}) == 4
 
 
-def test_train_rewrites_the_history_after_every_epoch(train_stage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys) -> None:
+def test_train_rewrites_the_history_after_every_epoch_and_writes_a_model_file_that_explains_itself(
+    train_stage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     stage, _, data = train_stage
-    history_csv, seen = tmp_path / "plots" / "h.csv", []
+    history_csv, seen, weights = tmp_path / "plots" / "h.csv", [], {}
 
-    def fit(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer, on_epoch):
-        rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.25 * e,
-                 "seconds": 1.5} for e in (1, 2, 3)]
-        on_epoch(rows[:2])  # as after restoring two epochs from a checkpoint
-        seen.append(pd.read_csv(history_csv))
-        on_epoch(rows)
-        seen.append(pd.read_csv(history_csv))
-        return FitResult(best_state=model.state_dict(), best_epoch=3, history=rows, resumed_from=2)
+    def fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer):
+        rows = [
+            {
+                "epoch": e,
+                "lr": 0.1,
+                "train_loss": 1.0 / e,
+                "train_acc": 0.5,
+                "val_loss": 1.0,
+                "val_acc": 0.25 * e,
+                "seconds": 1.5,
+            }
+            for e in (1, 2, 3)
+        ]
+        weights.update({k: v + 1 for k, v in model.state_dict().items() if v.is_floating_point()})
+        for n in (1, 2, 3):  # two restored from a checkpoint, then one trained
+            yield Epoch(rows[n - 1], rows[:n], weights, best_epoch=n, resumed=n < 3)
+            seen.append(pd.read_csv(history_csv))
 
-    monkeypatch.setattr(stage, "fit", fit)
+    monkeypatch.setattr(stage, "fit_epochs", fit_epochs)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(), sort_keys=False))
-    monkeypatch.setattr(sys, "argv", ["train.py", "--params", str(tmp_path / "params.yaml"), "--model", "lenet",
-                                      "--data", str(data), "--out", str(tmp_path / "m.pt"), "--history",
-                                      str(history_csv), "--checkpoint", str(tmp_path / "ck" / "lenet.pt"),
-                                      "--env", str(tmp_path / "metrics" / "env" / "lenet.json")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "train.py",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--model",
+            "lenet",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "m.pt"),
+            "--history",
+            str(history_csv),
+            "--checkpoint",
+            str(tmp_path / "ck" / "lenet.pt"),
+            "--env",
+            str(tmp_path / "metrics" / "env" / "lenet.json"),
+        ],
+    )
     stage.main()
-    assert [list(frame["epoch"]) for frame in seen] == [[1, 2], [1, 2, 3]]  # on disk while training runs
+    assert [list(frame["epoch"]) for frame in seen] == [[1], [1, 2], [1, 2, 3]]  # on disk while training runs
     assert list(pd.read_csv(history_csv)["val_acc"]) == [0.25, 0.5, 0.75]
     assert sorted(p.name for p in history_csv.parent.iterdir()) == ["h.csv"]  # no scratch file beside it
-    printed = [line.split()[:3] for line in capsys.readouterr().out.splitlines() if line.startswith("lenet epoch")]
-    assert printed == [["lenet", "epoch", "1"], ["lenet", "epoch", "2"], ["lenet", "epoch", "3"]]  # each once
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lenet epoch")]
+    assert [line.split()[:3] for line in printed] == [
+        ["lenet", "epoch", "1"],
+        ["lenet", "epoch", "2"],
+        ["lenet", "epoch", "3"],
+    ]  # each once
+    assert ["(restored from" in line for line in printed] == [True, True, False]
     # the machine behind the weights, for the PR summary (outside the metrics that dvc metrics diff compares)
     env = json.loads((tmp_path / "metrics" / "env" / "lenet.json").read_text())
     assert env["device"] == "cpu" and env["threads"] == committed_params()["train"]["threads"]
     assert env["torch"] == torch.__version__ and env["cpu_model"] and env["bf16_autocast"] is False
+    # the model file: the best weights, and the recipe, seed, data and machine that made them
+    record = ModelFile.load(tmp_path / "m.pt")
+    recipe = model_params(committed_params(), "lenet")
+    assert (record.name, record.arch, record.seed, record.epochs_run, record.best_epoch) == (
+        "lenet",
+        "lenet",
+        committed_params()["seed"],
+        3,
+        3,
+    )
+    assert record.recipe == dataclasses.asdict(recipe) and record.environment == env
+    assert record.preprocessing == Preprocessing(recipe.norm_mean, recipe.norm_std, recipe.channels_last)
+    assert record.data == {
+        split: hashlib.md5((data / f"{split}.pt").read_bytes()).hexdigest() for split in ("train", "val")
+    }
+    assert record.weights.keys() == weights.keys() and all(
+        torch.equal(record.weights[k], weights[k]) for k in weights
+    )

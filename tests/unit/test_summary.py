@@ -3,37 +3,48 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import make, table
-from mnist_tools.smoke import copy_project
+
 from mnist_pipeline.summary import headline, summarize
+from mnist_tools.smoke import copy_project
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_WIDTH = 160  # characters a terminal (and the issue) allows
 
 
 def metrics_of(accuracy: float, loss: float, per_class: list[float]) -> dict:
-    return {"accuracy": accuracy, "loss": loss, "per_class_accuracy": {str(d): a for d, a in enumerate(per_class)}}
+    return {
+        "accuracy": accuracy,
+        "loss": loss,
+        "per_class_accuracy": {str(d): a for d, a in enumerate(per_class)},
+    }
 
 
 def test_headline_names_the_worst_digit_and_sums_the_epochs_seconds() -> None:
     per_class = [0.99, 0.995, 0.97, 0.98, 0.99, 0.96, 0.99, 0.99, 0.985, 0.975]
     history = pd.DataFrame({"epoch": [1, 2, 3], "seconds": [10.4, 10.3, 10.4]})
     assert headline(metrics_of(0.9871, 0.0412345, per_class), history) == {
-        "acc": 0.9871, "loss": 0.0412, "worst_digit": 5, "worst_acc": 0.96, "train_s": 31}
+        "acc": 0.9871,
+        "loss": 0.0412,
+        "worst_digit": 5,
+        "worst_acc": 0.96,
+        "train_s": 31,
+    }
 
 
 def test_a_tie_goes_to_the_lower_digit_and_no_history_means_no_seconds() -> None:
     per_class = [0.99, 0.99, 0.97, 0.99, 0.99, 0.99, 0.99, 0.97, 0.99, 0.99]
     assert headline(metrics_of(0.99, 0.02, per_class), None) == {
-        "acc": 0.99, "loss": 0.02, "worst_digit": 2, "worst_acc": 0.97}
+        "acc": 0.99,
+        "loss": 0.02,
+        "worst_digit": 2,
+        "worst_acc": 0.97,
+    }
 
 
 def test_summarize_keeps_the_order_and_gives_the_ensemble_no_seconds() -> None:
@@ -49,7 +60,7 @@ def test_the_committed_summary_is_what_the_committed_metrics_give() -> None:
     names = [*yaml.safe_load((ROOT / "params.yaml").read_text())["models"], "ensemble"]
     metrics = {n: json.loads((ROOT / "metrics" / f"{n}.json").read_text()) for n in names}
     histories = {n: pd.read_csv(ROOT / "plots" / "train" / f"{n}.csv") for n in names if n != "ensemble"}
-    assert json.loads((ROOT / "plots" / "summary.json").read_text()) == summarize(metrics, histories)
+    assert json.loads((ROOT / "metrics" / "summary.json").read_text()) == summarize(metrics, histories)
 
 
 def width(text: str) -> int:
@@ -63,9 +74,13 @@ def project(tmp_path: Path) -> Path:
     return tmp_path / "project"
 
 
-def test_make_exps_fits_a_terminal_on_the_committed_results(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "1000")  # rich would squeeze the table into a narrower one; let it be as wide as it is
-    summary = json.loads((project / "plots" / "summary.json").read_text())
+def test_make_exps_fits_a_terminal_on_the_committed_results(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "COLUMNS", "1000"
+    )  # rich would squeeze the table into a narrower one; let it be as wide as it is
+    summary = json.loads((project / "metrics" / "summary.json").read_text())
     shown = make(project, "exps")
     assert shown.returncode == 0, shown.stderr
     assert width(shown.stdout) <= MAX_WIDTH, shown.stdout

@@ -7,7 +7,7 @@ import dataclasses
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -15,16 +15,39 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from mnist_pipeline.checkpoint import FileCheckpointer
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.artifacts import FileCheckpointer
+from mnist_pipeline.inference import Preprocessing, predict_logits
 from mnist_pipeline.params import ModelParams
-from mnist_pipeline.training import (FitResult, augment, augmented_epoch, batch_slices, bf16_autocast,
-                                     build_optimizer, build_scheduler, fit, predict_logits, select_device,
-                                     to_input, train_one_epoch)
+from mnist_pipeline.training import (
+    Epoch,
+    FitResult,
+    augment,
+    augmented_epoch,
+    batch_slices,
+    bf16_autocast,
+    build_optimizer,
+    build_scheduler,
+    fit,
+    fit_epochs,
+    preprocessing_of,
+    train_one_epoch,
+)
 
-RECIPE = ModelParams(arch="tiny", optimizer="sgd", lr=0.05, batch_size=16, epochs=2, momentum=0.9,
-                     schedule="onecycle", warmup_frac=0.3, rotate_deg=10, translate_px=2, scale=0.1,
-                     norm_mean=0.5, norm_std=0.5)
+RECIPE = ModelParams(
+    arch="tiny",
+    optimizer="sgd",
+    lr=0.05,
+    batch_size=16,
+    epochs=2,
+    momentum=0.9,
+    schedule="onecycle",
+    warmup_frac=0.3,
+    rotate_deg=10,
+    translate_px=2,
+    scale=0.1,
+    norm_mean=0.5,
+    norm_std=0.5,
+)
 Split = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -60,8 +83,14 @@ class Spy(nn.Module):
         self.seen: list[Seen] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(Seen(x.detach().clone(), self.training, torch.is_autocast_enabled("cpu"),
-                              torch.is_inference_mode_enabled()))
+        self.seen.append(
+            Seen(
+                x.detach().clone(),
+                self.training,
+                torch.is_autocast_enabled("cpu"),
+                torch.is_inference_mode_enabled(),
+            )
+        )
         return self.fc(x.flatten(1))
 
 
@@ -81,73 +110,14 @@ def data() -> tuple[Split, Split]:
     return (images[:48], labels[:48]), (images[48:], labels[48:])
 
 
-# --- select_device ------------------------------------------------------------------------------------------
-
-def fake_devices(monkeypatch: pytest.MonkeyPatch, cuda: bool, mps: bool) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-
-
-@pytest.mark.parametrize(("cuda", "mps", "expected"), [
-    (True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu"),
-])
-def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch, cuda: bool, mps: bool,
-                                             expected: str) -> None:
-    fake_devices(monkeypatch, cuda, mps)
-    assert select_device("auto") == torch.device(expected)
-
-
-@pytest.mark.parametrize("name", ["cpu", "cuda", "mps"])
-def test_an_available_device_is_taken_as_named(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    fake_devices(monkeypatch, cuda=True, mps=True)
-    assert select_device(name) == torch.device(name)
-
-
-def test_cpu_needs_no_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_devices(monkeypatch, cuda=False, mps=False)
-    assert select_device("cpu") == torch.device("cpu")
-
-
-def test_an_unavailable_device_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_devices(monkeypatch, cuda=False, mps=False)
-    with pytest.raises(PipelineError) as cuda:  # run() prints it as one line and exits 2
-        select_device("cuda")
-    assert str(cuda.value) == ("train.device is 'cuda' but this machine has no CUDA device "
-                               "(fix: set train.device: auto or cpu in params.yaml)")
-    with pytest.raises(PipelineError) as mps:
-        select_device("mps")
-    assert str(mps.value) == ("train.device is 'mps' but this machine has no MPS device "
-                              "(fix: set train.device: auto or cpu in params.yaml)")
-    # each check asks about its own backend only
-    fake_devices(monkeypatch, cuda=False, mps=True)
-    assert select_device("mps") == torch.device("mps")
-    fake_devices(monkeypatch, cuda=True, mps=False)
-    assert select_device("cuda") == torch.device("cuda")
-
-
-# --- input, augmentation, epochs, batches -------------------------------------------------------------------
-
-def test_to_input_scales_normalises_and_adds_the_channel() -> None:
-    images = torch.tensor([[0, 51, 255], [102, 204, 153]], dtype=torch.uint8).reshape(1, 2, 3)
-    x = to_input(images, 0.2, 0.4, False)
-    assert x.shape == (1, 1, 2, 3) and x.dtype == torch.float32 and x.is_contiguous()
-    expected = torch.tensor([[[[-0.5, 0.0, 2.0], [0.5, 1.5, 1.0]]]])
-    assert torch.allclose(x, expected, atol=1e-6)
-    # the caller's uint8 images are left alone
-    assert images.tolist() == [[[0, 51, 255], [102, 204, 153]]]
-
-
-def test_to_input_in_channels_last_has_the_same_values() -> None:
-    images, _ = make_images(3)
-    plain, nhwc = to_input(images, 0.1307, 0.3081, False), to_input(images, 0.1307, 0.3081, True)
-    assert nhwc.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(plain, nhwc)
+# --- augmentation, epochs, batches -------------------------------------------------------------------------
 
 
 def reference_augment(x: torch.Tensor, recipe: ModelParams, seed: int) -> torch.Tensor:
     """The transform written pixel by pixel in float64: output pixel p samples the input at R(angle) p / zoom
-    + shift, in [-1, 1] coordinates over pixel edges, bilinearly, zero outside; per image (angle, zoom, shift_x,
-    shift_y) = (rotate_deg, scale, translate_px, translate_px) times u, u uniform in [-1, 1)."""
+    + shift, in [-1, 1] coordinates over pixel edges, bilinearly, zero outside; per image
+    (angle, zoom, shift_x, shift_y) = (rotate_deg, scale, translate_px, translate_px) times u,
+    u uniform in [-1, 1)."""
     n, _, h, w = x.shape
     u = torch.rand(n, 4, generator=torch.Generator().manual_seed(seed)).double() * 2 - 1
     rows = ((2 * torch.arange(h) + 1) / h - 1).double()
@@ -174,12 +144,15 @@ def reference_augment(x: torch.Tensor, recipe: ModelParams, seed: int) -> torch.
     return out
 
 
-@pytest.mark.parametrize("change", [
-    {"rotate_deg": 25.0, "translate_px": 0.0, "scale": 0.0},
-    {"rotate_deg": 0.0, "translate_px": 3.0, "scale": 0.0},
-    {"rotate_deg": 0.0, "translate_px": 0.0, "scale": 0.3},
-    {"rotate_deg": 15.0, "translate_px": 2.5, "scale": 0.2},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rotate_deg": 25.0, "translate_px": 0.0, "scale": 0.0},
+        {"rotate_deg": 0.0, "translate_px": 3.0, "scale": 0.0},
+        {"rotate_deg": 0.0, "translate_px": 0.0, "scale": 0.3},
+        {"rotate_deg": 15.0, "translate_px": 2.5, "scale": 0.2},
+    ],
+)
 def test_augment_matches_the_transform_written_out(change: dict[str, float]) -> None:
     recipe = dataclasses.replace(RECIPE, **change)
     # not square, so that a swapped height and width shows
@@ -208,11 +181,14 @@ def test_no_augmentation_is_the_identity() -> None:
     assert torch.equal(generator.get_state(), state)  # draws nothing
 
 
-@pytest.mark.parametrize(("epochs", "clean", "augmented"), [
-    (5, 2, [True, True, True, False, False]),
-    (3, 0, [True, True, True]),
-    (2, 2, [False, False]),
-])
+@pytest.mark.parametrize(
+    ("epochs", "clean", "augmented"),
+    [
+        (5, 2, [True, True, True, False, False]),
+        (3, 0, [True, True, True]),
+        (2, 2, [False, False]),
+    ],
+)
 def test_augmented_epoch_leaves_the_last_clean_epochs(epochs: int, clean: int, augmented: list[bool]) -> None:
     recipe = dataclasses.replace(RECIPE, epochs=epochs, clean_epochs=clean)
     assert [augmented_epoch(e, recipe) for e in range(1, epochs + 1)] == augmented
@@ -249,13 +225,19 @@ def test_batch_slices_drop_only_a_single_leftover() -> None:
 
 # --- optimizer and schedules --------------------------------------------------------------------------------
 
+
 def test_sgd_takes_the_recipes_hyperparameters() -> None:
     model = nn.Linear(3, 2)
     recipe = dataclasses.replace(RECIPE, optimizer="sgd", lr=0.2, momentum=0.8, weight_decay=0.01)
     opt = build_optimizer(model, recipe)
     assert type(opt) is torch.optim.SGD
     group = opt.param_groups[0]
-    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (0.2, 0.8, 0.01, False)
+    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (
+        0.2,
+        0.8,
+        0.01,
+        False,
+    )
     assert group["params"] == list(model.parameters())
 
 
@@ -288,8 +270,9 @@ def lrs(recipe: ModelParams, steps_per_epoch: int, steps: int) -> list[float]:
 
 
 def close(actual: list[float], expected: list[float]) -> bool:
-    return len(actual) == len(expected) and all(math.isclose(a, e, rel_tol=1e-9, abs_tol=1e-12)
-                                                for a, e in zip(actual, expected))
+    return len(actual) == len(expected) and all(
+        math.isclose(a, e, rel_tol=1e-9, abs_tol=1e-12) for a, e in zip(actual, expected, strict=True)
+    )
 
 
 def test_constant_schedule_with_linear_warmup() -> None:
@@ -305,8 +288,10 @@ def test_cosine_schedule_after_warmup() -> None:
     recipe = dataclasses.replace(RECIPE, lr=0.3, epochs=2, schedule="cosine", warmup_frac=0.3)
     expected = [0.1, 0.2, 0.3] + [0.3 * 0.5 * (1 + math.cos(math.pi * k / 7)) for k in range(7)]
     assert close(lrs(recipe, 5, 10), expected)
-    assert close(lrs(dataclasses.replace(recipe, warmup_frac=0.0), 5, 11),
-                 [0.3 * 0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(11)])
+    assert close(
+        lrs(dataclasses.replace(recipe, warmup_frac=0.0), 5, 11),
+        [0.3 * 0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(11)],
+    )
 
 
 def test_cosine_schedule_of_a_single_step() -> None:
@@ -323,8 +308,9 @@ def test_step_schedule_every_step_epochs() -> None:
 def test_onecycle_warms_up_then_anneals() -> None:
     # 10 steps, 40% warmup (not 30%: OneCycleLR's default): cosine from lr/25 up to lr over steps 0-3, then
     # down to lr/25e4 at step 9
-    recipe = dataclasses.replace(RECIPE, optimizer="sgd", lr=0.1, momentum=0.9, epochs=2, schedule="onecycle",
-                                 warmup_frac=0.4)
+    recipe = dataclasses.replace(
+        RECIPE, optimizer="sgd", lr=0.1, momentum=0.9, epochs=2, schedule="onecycle", warmup_frac=0.4
+    )
     seen = scheduled(recipe, 5, 10)
     up = [0.1 + (0.004 - 0.1) / 2 * (1 + math.cos(math.pi * k / 3)) for k in range(3)]
     down = [0.1 + (4e-7 - 0.1) / 2 * (1 - math.cos(math.pi * k / 6)) for k in range(7)]
@@ -351,9 +337,11 @@ def test_onecycle_warmup_is_at_least_one_step() -> None:
 
 @pytest.mark.parametrize("steps", range(1, 9))
 def test_onecycle_runs_on_tiny_runs(steps: int) -> None:
-    # a smoke-sized run can be a few steps in all; OneCycleLR divided by zero when the warm-up was 1 step or less
-    recipe = dataclasses.replace(RECIPE, optimizer="sgd", lr=0.1, momentum=0.9, epochs=1, schedule="onecycle",
-                                 warmup_frac=0.2)
+    # a smoke-sized run can be a few steps in all;
+    # OneCycleLR divided by zero when the warm-up was 1 step or less
+    recipe = dataclasses.replace(
+        RECIPE, optimizer="sgd", lr=0.1, momentum=0.9, epochs=1, schedule="onecycle", warmup_frac=0.2
+    )
     seen = [lr for lr, _ in scheduled(recipe, steps, steps)]
     assert len(seen) == steps and all(0 < lr <= 0.1 for lr in seen)
     if steps == 1:
@@ -369,19 +357,28 @@ def test_onecycle_runs_on_tiny_runs(steps: int) -> None:
         assert seen == expected
 
 
-@pytest.mark.parametrize(("optimizer", "momentum", "expected"), [
-    ("sgd", 0.0, 0.0), ("adam", 0.9, (0.9, 0.999)), ("adamw", 0.0, (0.9, 0.999)),
-])
-def test_onecycle_cycles_momentum_only_for_sgd_with_momentum(optimizer: str, momentum: float, expected: Any) -> None:
-    recipe = dataclasses.replace(RECIPE, optimizer=optimizer, momentum=momentum, lr=0.1, epochs=2,
-                                 schedule="onecycle", warmup_frac=0.3)
+@pytest.mark.parametrize(
+    ("optimizer", "momentum", "expected"),
+    [
+        ("sgd", 0.0, 0.0),
+        ("adam", 0.9, (0.9, 0.999)),
+        ("adamw", 0.0, (0.9, 0.999)),
+    ],
+)
+def test_onecycle_cycles_momentum_only_for_sgd_with_momentum(
+    optimizer: str, momentum: float, expected: Any
+) -> None:
+    recipe = dataclasses.replace(
+        RECIPE, optimizer=optimizer, momentum=momentum, lr=0.1, epochs=2, schedule="onecycle", warmup_frac=0.3
+    )
     assert [m for _, m in scheduled(recipe, 5, 4)] == [expected] * 4
 
 
 # --- one epoch, prediction ----------------------------------------------------------------------------------
 
+
 def halve(step: int) -> float:
-    return 0.5 ** step  # a different lr for every step, so that a skipped scheduler.step() shows
+    return 0.5**step  # a different lr for every step, so that a skipped scheduler.step() shows
 
 
 def linear_model(seed: int) -> nn.Module:
@@ -392,16 +389,26 @@ def linear_model(seed: int) -> nn.Module:
 @pytest.mark.parametrize(("n", "augmented"), [(10, True), (9, False)])
 def test_train_one_epoch_is_the_textbook_loop(n: int, augmented: bool) -> None:
     images, labels = make_images(n)
-    recipe = dataclasses.replace(RECIPE, optimizer="sgd", lr=0.1, momentum=0.5, weight_decay=0.01, batch_size=4,
-                                 label_smoothing=0.1, norm_mean=0.3, norm_std=0.7)
+    recipe = dataclasses.replace(
+        RECIPE,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.5,
+        weight_decay=0.01,
+        batch_size=4,
+        label_smoothing=0.1,
+        norm_mean=0.3,
+        norm_std=0.7,
+    )
 
     model = linear_model(0)
     opt = build_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, halve)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
     model.eval()  # train_one_epoch switches it back
-    loss, acc = train_one_epoch(model, opt, scheduler, images, labels, recipe, torch.Generator().manual_seed(4),
-                                ema, augmented)
+    loss, acc = train_one_epoch(
+        model, opt, scheduler, images, labels, recipe, torch.Generator().manual_seed(4), ema, augmented
+    )
     assert model.training
 
     ref = linear_model(0)
@@ -412,7 +419,7 @@ def test_train_one_epoch_is_the_textbook_loop(n: int, augmented: bool) -> None:
     averaged: list[torch.Tensor] | None = None
     loss_sum, correct, seen = 0.0, 0, 0
     for start in range(0, n - 1, 4):  # n = 9: the 9th image, alone in its batch, is left out
-        idx = order[start:start + 4]
+        idx = order[start : start + 4]
         x = images[idx].unsqueeze(1).float() / 255
         if augmented:
             x = augment(x, recipe, generator)
@@ -423,15 +430,21 @@ def test_train_one_epoch_is_the_textbook_loop(n: int, augmented: bool) -> None:
         ref_opt.step()
         ref_scheduler.step()
         params = [p.detach().clone() for p in ref.parameters()]
-        averaged = params if averaged is None else [0.5 * a + 0.5 * p for a, p in zip(averaged, params)]
+        averaged = (
+            params if averaged is None else [0.5 * a + 0.5 * p for a, p in zip(averaged, params, strict=True)]
+        )
         loss_sum += batch_loss.item() * len(idx)
         correct += int((logits.argmax(1) == labels[idx]).sum())
         seen += len(idx)
     assert seen == (10 if n == 10 else 8)
     assert math.isclose(loss, loss_sum / seen, rel_tol=1e-5) and acc == correct / seen
-    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(model.parameters(), ref.parameters()))
+    assert all(
+        torch.allclose(p, q, atol=1e-6) for p, q in zip(model.parameters(), ref.parameters(), strict=True)
+    )
     assert averaged is not None
-    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(ema.module.parameters(), averaged))
+    assert all(
+        torch.allclose(p, q, atol=1e-6) for p, q in zip(ema.module.parameters(), averaged, strict=True)
+    )
     assert math.isclose(opt.param_groups[0]["lr"], 0.1 * 0.5 ** (3 if n == 10 else 2), rel_tol=1e-9)
 
 
@@ -439,25 +452,35 @@ def test_train_one_epoch_is_the_textbook_loop(n: int, augmented: bool) -> None:
 def test_train_one_epoch_feeds_every_image_once_normalised(nhwc_bf16: bool) -> None:
     images, labels = make_images(12)
     images[:, 0, 0] = torch.arange(12, dtype=torch.uint8)  # an id in each image
-    recipe = dataclasses.replace(RECIPE, batch_size=5, lr=0.0, momentum=0.0, norm_mean=0.25, norm_std=0.5,
-                                 channels_last=nhwc_bf16, bf16=nhwc_bf16)
+    recipe = dataclasses.replace(
+        RECIPE,
+        batch_size=5,
+        lr=0.0,
+        momentum=0.0,
+        norm_mean=0.25,
+        norm_std=0.5,
+        channels_last=nhwc_bf16,
+        bf16=nhwc_bf16,
+    )
     model = Spy()
     opt = build_optimizer(model, recipe)
     scheduler = build_scheduler(opt, dataclasses.replace(recipe, schedule="constant", warmup_frac=0.0), 3)
     torch.manual_seed(0)
-    first = train_one_epoch(model, opt, scheduler, images, labels, recipe, torch.Generator().manual_seed(2),
-                            augmented=False)
+    first = train_one_epoch(
+        model, opt, scheduler, images, labels, recipe, torch.Generator().manual_seed(2), augmented=False
+    )
     assert [s.x.shape[0] for s in model.seen] == [5, 5, 2]
     assert all(s.training and not s.inference and s.autocast is nhwc_bf16 for s in model.seen)
     x = torch.cat([s.x for s in model.seen])
     ids = (x[:, 0, 0, 0] * 0.5 + 0.25).mul(255).round().long()
     assert sorted(ids.tolist()) == list(range(12))
-    assert torch.allclose(x, to_input(images[ids], 0.25, 0.5, False), atol=1e-6)
+    assert torch.allclose(x, Preprocessing(0.25, 0.5, False).input(images[ids]), atol=1e-6)
     # the shuffle comes from the generator alone, not from the global RNG
     torch.manual_seed(99)
     model.seen.clear()
-    second = train_one_epoch(model, opt, scheduler, images, labels, recipe, torch.Generator().manual_seed(2),
-                             augmented=False)
+    second = train_one_epoch(
+        model, opt, scheduler, images, labels, recipe, torch.Generator().manual_seed(2), augmented=False
+    )
     assert torch.equal(torch.cat([s.x for s in model.seen]), x) and second == first
 
 
@@ -468,46 +491,27 @@ def test_train_one_epoch_augments_only_when_asked() -> None:
     opt = build_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     for augmented in (True, False):
-        train_one_epoch(model, opt, scheduler, images, labels, recipe, torch.Generator().manual_seed(3),
-                        augmented=augmented)
+        train_one_epoch(
+            model,
+            opt,
+            scheduler,
+            images,
+            labels,
+            recipe,
+            torch.Generator().manual_seed(3),
+            augmented=augmented,
+        )
     train_one_epoch(model, opt, scheduler, images, labels, recipe, torch.Generator().manual_seed(3))
     generator = torch.Generator().manual_seed(3)
     order = torch.randperm(8, generator=generator)
     expected = augment(images[order].unsqueeze(1).float() / 255, recipe, generator).sub(0.5).div(0.5)
     assert torch.allclose(model.seen[0].x, expected, atol=1e-6)
-    assert torch.allclose(model.seen[1].x, to_input(images[order], 0.5, 0.5, False), atol=1e-6)
+    assert torch.allclose(model.seen[1].x, Preprocessing(0.5, 0.5, False).input(images[order]), atol=1e-6)
     assert torch.equal(model.seen[2].x, model.seen[0].x)  # augmented unless told otherwise
 
 
-def test_predict_logits_batches_in_eval_mode_without_grad() -> None:
-    images, _ = make_images(16)
-    model = Spy()
-    model.train()
-    whole = predict_logits(model, images, 1000, 0.2, 0.4, False)
-    batched = predict_logits(model, images, 3, 0.2, 0.4, True)
-    assert not model.training
-    assert whole.shape == (16, 10) and whole.dtype == torch.float32 and whole.device.type == "cpu"
-    assert torch.allclose(whole, batched, atol=1e-5)
-    assert torch.allclose(whole, model.fc(to_input(images, 0.2, 0.4, False).flatten(1)), atol=1e-5)
-    assert not whole.requires_grad and torch.is_inference(whole)
-    assert [s.x.shape[0] for s in model.seen] == [16, 3, 3, 3, 3, 3, 1]
-    assert all(not s.training and s.inference for s in model.seen)
-    assert torch.allclose(torch.cat([s.x for s in model.seen[1:]]), to_input(images, 0.2, 0.4, False))
-    empty = predict_logits(model, images[:0], 3, 0.2, 0.4, False)
-    assert empty.shape == (0, 10) and empty.dtype == torch.float32
-
-
-def test_predict_logits_returns_float32_from_a_bf16_forward() -> None:
-    images, _ = make_images(4)
-    model = Spy()
-    with bf16_autocast(torch.device("cpu"), True):
-        logits = predict_logits(model, images, 2, 0.5, 0.5, False)
-    assert logits.dtype == torch.float32
-    expected = model.fc(to_input(images, 0.5, 0.5, False).flatten(1))
-    assert not torch.equal(logits, expected) and torch.allclose(logits, expected, atol=0.05)
-
-
 # --- fit ----------------------------------------------------------------------------------------------------
+
 
 class Recorder:
     """A checkpointer that starts fresh and keeps a copy of every epoch's state."""
@@ -522,18 +526,42 @@ class Recorder:
         self.states.append(copy.deepcopy(state))
 
 
-def run_fit(data: tuple[Split, Split], checkpointer: Any = None, recipe: ModelParams = RECIPE, seed: int = 1,
-            on_epoch: Callable[[list[dict[str, float]]], None] | None = None, batchnorm: bool = True) -> FitResult:
+def run_fit(
+    data: tuple[Split, Split],
+    checkpointer: Any = None,
+    recipe: ModelParams = RECIPE,
+    seed: int = 1,
+    batchnorm: bool = True,
+) -> FitResult:
     torch.manual_seed(1)
-    return fit(Tiny(batchnorm), recipe, data[0], data[1], seed=seed, eval_batch_size=5, checkpointer=checkpointer,
-               on_epoch=on_epoch)
+    return fit(
+        Tiny(batchnorm), recipe, data[0], data[1], seed=seed, eval_batch_size=5, checkpointer=checkpointer
+    )
+
+
+def run_epochs(
+    data: tuple[Split, Split], checkpointer: Any = None, recipe: ModelParams = RECIPE, batchnorm: bool = True
+) -> list[Epoch]:
+    """Every epoch fit_epochs yields, as run_fit would train them."""
+    torch.manual_seed(1)
+    return list(
+        fit_epochs(
+            Tiny(batchnorm), recipe, data[0], data[1], seed=1, eval_batch_size=5, checkpointer=checkpointer
+        )
+    )
+
+
+def without_seconds(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
 def scored_model(state: dict[str, Any]) -> nn.Module:
     """The weights that val scored at a saved epoch: the EMA's when there is one."""
     model = Tiny()
     if state["ema"] is not None:
-        model.load_state_dict({k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"})
+        model.load_state_dict(
+            {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+        )
     else:
         model.load_state_dict(state["model"])
     return model
@@ -554,24 +582,39 @@ def test_fit_is_deterministic_and_learns(data: tuple[Split, Split]) -> None:
     assert [r["train_loss"] for r in other.history] != [r["train_loss"] for r in a.history]
 
 
-@pytest.mark.parametrize("recipe", [
-    dataclasses.replace(RECIPE, schedule="step", gamma=0.5, step_epochs=1, lr=0.08, epochs=3, norm_mean=0.2,
-                        norm_std=0.3),
-    dataclasses.replace(RECIPE, ema_decay=0.5, bf16=True),
-], ids=["step", "ema-bf16"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        dataclasses.replace(
+            RECIPE, schedule="step", gamma=0.5, step_epochs=1, lr=0.08, epochs=3, norm_mean=0.2, norm_std=0.3
+        ),
+        dataclasses.replace(RECIPE, ema_decay=0.5, bf16=True),
+    ],
+    ids=["step", "ema-bf16"],
+)
 def test_history_rows_report_each_epoch_as_scored(data: tuple[Split, Split], recipe: ModelParams) -> None:
-    recorder, reported = Recorder(), []
-    result = run_fit(data, recorder, recipe=recipe, on_epoch=lambda history: reported.append(list(history)))
-    assert reported == [result.history[:n] for n in range(1, recipe.epochs + 1)]  # the history so far, each epoch
+    recorder = Recorder()
+    epochs = run_epochs(data, recorder, recipe=recipe)
+    result = FitResult(epochs[-1].best_state, epochs[-1].best_epoch, epochs[-1].history)
+    # each epoch as it ends: its row, the history so far and the best so far; none restored
+    assert [e.history for e in epochs] == [result.history[:n] for n in range(1, recipe.epochs + 1)]
+    assert [e.row for e in epochs] == result.history and not any(e.resumed for e in epochs)
+    for e in epochs:
+        accs = [r["val_acc"] for r in e.history]
+        assert e.best_epoch == accs.index(max(accs)) + 1
+    # fit() is fit_epochs run to the end
+    fitted = run_fit(data, recipe=recipe)
+    assert without_seconds(fitted.history) == without_seconds(result.history)
+    assert fitted.best_epoch == result.best_epoch and same_state(fitted.best_state, result.best_state)
     assert [r["epoch"] for r in result.history] == list(range(1, recipe.epochs + 1))
-    for row, state in zip(result.history, recorder.states):
+    for row, state in zip(result.history, recorder.states, strict=True):
         assert set(row) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
         assert 0 <= row["seconds"] < 60
         with bf16_autocast(torch.device("cpu"), recipe.bf16):  # val is scored as trained
-            logits = predict_logits(scored_model(state), data[1][0], 5, recipe.norm_mean, recipe.norm_std, False)
+            logits = predict_logits(scored_model(state), data[1][0], 5, preprocessing_of(recipe))
         assert row["val_loss"] == F.cross_entropy(logits, data[1][1]).item()
         assert row["val_acc"] == (logits.argmax(1) == data[1][1]).float().mean().item()
-        assert state["history"] == result.history[:row["epoch"]]
+        assert state["history"] == result.history[: row["epoch"]]
         assert (state["ema"] is None) is (recipe.ema_decay == 0)
         assert 0 <= row["train_acc"] <= 1 and row["train_loss"] > 0
     if recipe.schedule == "step":  # the lr each epoch started with
@@ -585,8 +628,9 @@ def test_history_rows_report_each_epoch_as_scored(data: tuple[Split, Split], rec
 
 def test_best_state_is_a_copy_of_the_best_epoch(data: tuple[Split, Split]) -> None:
     # a learning rate too small to change any prediction: epoch 1 stays the best, the weights still move
-    recipe = dataclasses.replace(RECIPE, lr=1e-4, epochs=3, schedule="constant", rotate_deg=0, translate_px=0,
-                                 scale=0)
+    recipe = dataclasses.replace(
+        RECIPE, lr=1e-4, epochs=3, schedule="constant", rotate_deg=0, translate_px=0, scale=0
+    )
     recorder = Recorder()
     result = run_fit(data, recorder, recipe=recipe, batchnorm=False)  # running statistics would move val
     assert [r["val_acc"] for r in result.history] == [result.history[0]["val_acc"]] * 3
@@ -620,22 +664,28 @@ class KilledAfter(FileCheckpointer):
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resume_matches_an_uninterrupted_run(data: tuple[Split, Split], tmp_path: Path, ema_decay: float) -> None:
+def test_resume_matches_an_uninterrupted_run(
+    data: tuple[Split, Split], tmp_path: Path, ema_decay: float
+) -> None:
     recipe = dataclasses.replace(RECIPE, ema_decay=ema_decay)
     full = run_fit(data, recipe=recipe)
     with pytest.raises(KeyboardInterrupt):
         run_fit(data, KilledAfter(tmp_path / "ck.pt", "run-1", epochs=1), recipe=recipe)
-    reported = []
-    resumed = run_fit(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"), recipe=recipe,
-                      on_epoch=lambda history: reported.append(list(history)))
-    assert resumed.resumed_from == 1
-    # progress starts from the restored epoch (a live history keeps it), then grows by one row per epoch
-    assert reported == [resumed.history[:n] for n in range(1, recipe.epochs + 1)]
+    epochs = run_epochs(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"), recipe=recipe)
+    resumed = FitResult(epochs[-1].best_state, epochs[-1].best_epoch, epochs[-1].history)
+    # the restored epoch comes first (a live history keeps it), then one per epoch trained
+    assert [e.resumed for e in epochs] == [True, False]
+    assert [e.history for e in epochs] == [resumed.history[:n] for n in range(1, recipe.epochs + 1)]
+    # every epoch is in the checkpoint now: fit() restores them all and trains none
+    again = run_fit(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"), recipe=recipe)
+    assert again.resumed_from == 2 and again.history == resumed.history
+    assert same_state(again.best_state, resumed.best_state)
     assert same_state(full.best_state, resumed.best_state)
     assert full.best_epoch == resumed.best_epoch
     drop = ("seconds",)
-    assert [{k: v for k, v in r.items() if k not in drop} for r in full.history] == \
-           [{k: v for k, v in r.items() if k not in drop} for r in resumed.history]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in full.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in resumed.history
+    ]
 
 
 def test_resume_keeps_the_early_stopping_count(data: tuple[Split, Split], tmp_path: Path) -> None:
@@ -646,8 +696,9 @@ def test_resume_keeps_the_early_stopping_count(data: tuple[Split, Split], tmp_pa
     assert resumed.resumed_from == 2 and len(resumed.history) == 3 and resumed.best_epoch == 1
 
 
-def test_checkpoint_of_other_params_is_ignored(data: tuple[Split, Split], tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_of_other_params_is_ignored(
+    data: tuple[Split, Split], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(KeyboardInterrupt):
         run_fit(data, KilledAfter(tmp_path / "ck.pt", "run-1", epochs=1))
     fresh = run_fit(data, FileCheckpointer(tmp_path / "ck.pt", "run-2"))
@@ -659,8 +710,9 @@ def test_checkpoint_of_other_params_is_ignored(data: tuple[Split, Split], tmp_pa
 def test_early_stopping_on_val_accuracy(data: tuple[Split, Split], patience: int, epochs_run: int) -> None:
     # lr too small to change a prediction (and no BatchNorm statistics to move): val accuracy ties from
     # epoch 1 on, and a tie is no improvement
-    recipe = dataclasses.replace(RECIPE, lr=1e-9, epochs=5, patience=patience, schedule="constant",
-                                 warmup_frac=0.0)
+    recipe = dataclasses.replace(
+        RECIPE, lr=1e-9, epochs=5, patience=patience, schedule="constant", warmup_frac=0.0
+    )
     result = run_fit(data, recipe=recipe, batchnorm=False)
     assert len(result.history) == epochs_run and result.best_epoch == 1
 
@@ -690,15 +742,16 @@ def test_ema_weights_are_the_ones_scored_and_saved(data: tuple[Split, Split]) ->
 def test_ema_averages_weights_and_batchnorm_statistics_every_step(data: tuple[Split, Split]) -> None:
     # one step per epoch, so the checkpoints show every step's weights and their average; decay 0.9 (not
     # 0.5, where two steps of EMA equal a plain mean)
-    recipe = dataclasses.replace(RECIPE, batch_size=48, epochs=3, ema_decay=0.9, schedule="constant",
-                                 warmup_frac=0.0)
+    recipe = dataclasses.replace(
+        RECIPE, batch_size=48, epochs=3, ema_decay=0.9, schedule="constant", warmup_frac=0.0
+    )
     recorder = Recorder()
     run_fit(data, recorder, recipe=recipe)
     steps = [s["model"] for s in recorder.states]
     keys = [k for k, v in steps[0].items() if v.is_floating_point()]
     assert "bn.running_mean" in keys and "bn.running_var" in keys
     expected = {k: steps[0][k] for k in keys}  # the first update copies the weights
-    for step, state in zip(steps, recorder.states):
+    for step, state in zip(steps, recorder.states, strict=True):
         if step is not steps[0]:
             expected = {k: 0.9 * expected[k] + 0.1 * step[k] for k in keys}
         for k in keys:

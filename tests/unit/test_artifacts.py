@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
 import json
 import os
 import pickle
@@ -13,21 +13,19 @@ from typing import Any
 import pytest
 import torch
 
-from mnist_pipeline import checkpoint
-from mnist_pipeline.checkpoint import (
+from mnist_pipeline import artifacts
+from mnist_pipeline.artifacts import (
     CHECKPOINT_FORMAT,
     MODEL_FORMAT,
     FileCheckpointer,
+    ModelFile,
     ModelFileError,
-    file_digest,
-    fingerprint,
     load_model,
     package_digest,
-    save_model,
 )
+from mnist_pipeline.cli import file_digest, fingerprint
+from mnist_pipeline.inference import Preprocessing
 from mnist_pipeline.models import MODELS, build_model
-
-INFO = {"norm_mean": 0.5, "norm_std": 0.5, "channels_last": False, "epochs_run": 3, "best_epoch": 2}
 
 
 class Payload:
@@ -48,7 +46,7 @@ def first_line_of_load_error(path: Path) -> str:
     raise AssertionError(f"{path} loaded")
 
 
-# --- fingerprint, file_digest, package_digest -------------------------------------------------------------------
+# --- fingerprint, file_digest, package_digest ---------------------------------------------------------------
 
 
 def test_fingerprint_is_sha256_of_sorted_json_with_str_fallback() -> None:
@@ -65,46 +63,11 @@ def test_fingerprint_depends_on_every_part_and_their_order() -> None:
     assert fingerprint() == hashlib.sha256(b"[]").hexdigest()
 
 
-class ReadSpy:
-    """Wraps a binary file: records read sizes and fails a read after end of file was already reported."""
-
-    def __init__(self, f: io.BufferedReader, sizes: list[int | None]) -> None:
-        self.f, self.sizes, self.at_eof = f, sizes, False
-
-    def read(self, size: int | None = -1) -> bytes:
-        assert not self.at_eof, "read again after end of file"
-        self.sizes.append(size)
-        chunk = self.f.read(size)
-        self.at_eof = chunk == b""
-        return chunk
-
-    def __enter__(self) -> ReadSpy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.f.close()
-
-
-@pytest.mark.parametrize("size", [0, 5, (1 << 20) - 1, 1 << 20, (5 << 20) // 2])
-def test_file_digest_is_md5_of_the_bytes_read_in_chunks_of_1_mib(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
-) -> None:
+@pytest.mark.parametrize("size", [0, 5, (1 << 20) - 1, (5 << 20) // 2])
+def test_file_digest_is_md5_of_the_bytes(tmp_path: Path, size: int) -> None:
     data = (bytes(range(251)) * (size // 251 + 1))[:size]
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    sizes: list[int | None] = []
-    modes: list[str] = []
-
-    def spy_open(file: Path, mode: str = "r") -> ReadSpy:
-        modes.append(mode)
-        return ReadSpy(open(file, mode), sizes)
-
-    monkeypatch.setattr(checkpoint, "open", spy_open, raising=False)
-    assert file_digest(path) == hashlib.md5(data).hexdigest()
-    assert modes == ["rb"]
-    # bounded memory: never the whole file at once
-    assert sizes == [1 << 20] * (-(-size // (1 << 20)) + 1)  # the last read finds end of file
-    monkeypatch.undo()
     assert file_digest(path) == hashlib.md5(data).hexdigest()
 
 
@@ -113,21 +76,20 @@ def test_file_digest_of_a_missing_file(tmp_path: Path) -> None:
         file_digest(tmp_path / "nope")
 
 
-def test_package_digest_covers_each_module_by_name_and_content(monkeypatch: pytest.MonkeyPatch) -> None:
-    # a digest that kept reading past end of file would hang instead of failing
-    monkeypatch.setattr(checkpoint, "open", lambda file, mode="r": ReadSpy(open(file, mode), []), raising=False)
-    root = Path(checkpoint.__file__).parent
+def test_package_digest_covers_each_core_module_by_name_and_content() -> None:
+    root = Path(artifacts.__file__).parent
     parts = [[p.name, hashlib.md5(p.read_bytes()).hexdigest()] for p in sorted(root.glob("*.py"))]
-    assert len(parts) > 5 and ["checkpoint.py", file_digest(root / "checkpoint.py")] in parts
+    assert len(parts) > 5 and ["artifacts.py", file_digest(root / "artifacts.py")] in parts
     expected = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     assert package_digest() == expected
-    assert package_digest() == expected
 
 
-# --- atomic writes ----------------------------------------------------------------------------------------------
+# --- atomic writes ------------------------------------------------------------------------------------------
 
 
-def test_save_writes_beside_the_target_then_replaces_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_writes_beside_the_target_then_replaces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "deep" / "er" / "ckpt.pt"
     replaced: list[tuple[Path, Path]] = []
     real_replace = os.replace
@@ -137,28 +99,30 @@ def test_save_writes_beside_the_target_then_replaces_it(tmp_path: Path, monkeypa
         replaced.append((Path(src), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", spy_replace)
+    monkeypatch.setattr(artifacts.os, "replace", spy_replace)
     FileCheckpointer(path, "fp").save({"epoch": 1})
     assert replaced == [(tmp_path / "deep" / "er" / "ckpt.pt.tmp", path)]
     assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.pt"]
 
 
-def test_a_failed_write_leaves_the_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_the_previous_file_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "m.pt"
-    save_model(path, "mlp", {}, INFO)
+    record(weights={}).save(path)
     before = path.read_bytes()
 
     def half_write(obj: Any, f: Path) -> None:
         Path(f).write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.torch, "save", half_write)
+    monkeypatch.setattr(artifacts.torch, "save", half_write)
     with pytest.raises(OSError, match="disk full"):
-        save_model(path, "mlp", {}, {**INFO, "epochs_run": 4})
+        record(weights={}, epochs_run=4).save(path)
     assert path.read_bytes() == before
 
 
-# --- FileCheckpointer -------------------------------------------------------------------------------------------
+# --- FileCheckpointer ---------------------------------------------------------------------------------------
 
 
 def test_checkpointer_round_trip_and_file_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,7 +134,9 @@ def test_checkpointer_round_trip_and_file_layout(tmp_path: Path, capsys: pytest.
     ckpt.save(state)
     raw = torch.load(path, weights_only=True)
     assert raw.keys() == {"format", "fingerprint", "state"}
-    assert raw["format"] == CHECKPOINT_FORMAT == "mnist-pipeline-checkpoint/1" and raw["fingerprint"] == "fp-1"
+    assert (
+        raw["format"] == CHECKPOINT_FORMAT == "mnist-pipeline-checkpoint/1" and raw["fingerprint"] == "fp-1"
+    )
     assert raw["state"]["epoch"] == 3 and torch.equal(raw["state"]["weights"], torch.arange(4.0))
     loaded = FileCheckpointer(path, "fp-1").load()
     assert loaded is not None and loaded.keys() == {"epoch", "weights"} and loaded["epoch"] == 3
@@ -193,11 +159,16 @@ def test_checkpointer_ignores_other_fingerprint(tmp_path: Path, capsys: pytest.C
     path = tmp_path / "ckpt.pt"
     FileCheckpointer(path, "old").save({"epoch": 1})
     assert FileCheckpointer(path, "new").load() is None
-    assert capsys.readouterr() == ("", f"ignoring {path}: made with other params, data or code; starting fresh\n")
+    assert capsys.readouterr() == (
+        "",
+        f"ignoring {path}: made with other params, data or code; starting fresh\n",
+    )
     assert path.exists()  # left for the stage to overwrite
 
 
-@pytest.mark.parametrize("content", [[1, 2], {"format": MODEL_FORMAT, "fingerprint": "fp", "state": {}}, {"state": {}}])
+@pytest.mark.parametrize(
+    "content", [[1, 2], {"format": MODEL_FORMAT, "fingerprint": "fp", "state": {}}, {"state": {}}]
+)
 def test_checkpointer_ignores_what_is_not_a_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: object
 ) -> None:
@@ -226,29 +197,78 @@ def test_checkpointer_never_runs_code_in_a_pickle(
     torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": "fp", "state": Payload(marker)}, path)
     assert FileCheckpointer(path, "fp").load() is None
     assert not marker.exists()
-    assert capsys.readouterr() == ("", f"ignoring unreadable checkpoint {path} (UnpicklingError); starting fresh\n")
+    assert capsys.readouterr() == (
+        "",
+        f"ignoring unreadable checkpoint {path} (UnpicklingError); starting fresh\n",
+    )
 
 
-# --- model files ------------------------------------------------------------------------------------------------
+# --- model files --------------------------------------------------------------------------------------------
 
 
-def test_round_trip(tmp_path: Path) -> None:
-    model = build_model("cnn2")
-    save_model(tmp_path / "m.pt", "cnn2", model.state_dict(), INFO)
-    loaded, info = load_model(tmp_path / "m.pt")
-    assert info == {"arch": "cnn2", **INFO}
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-    assert model.state_dict().keys() == loaded.state_dict().keys()
+def record(arch: str = "cnn2", weights: dict | None = None, **changes: Any) -> ModelFile:
+    """A model file's record with fresh weights of arch."""
+    fields = dict(
+        name="mine",
+        arch=arch,
+        weights=build_model(arch).state_dict() if weights is None else weights,
+        preprocessing=Preprocessing(mean=0.5, std=0.5, channels_last=False),
+        recipe={"arch": arch, "lr": 0.1},
+        seed=3,
+        data={"train": "a" * 32, "val": "b" * 32},
+        environment={"torch": "x", "cpu_flags": {"avx2": True}},
+        epochs_run=3,
+        best_epoch=2,
+    )
+    return ModelFile(**{**fields, **changes})
+
+
+def raw_file(path: Path, **changes: Any) -> Path:
+    """A model file whose stored dict has the given keys changed (None: removed)."""
+    saved = torch.load(path, weights_only=True)
+    for key, value in changes.items():
+        if value is None:
+            del saved[key]
+        else:
+            saved[key] = value
+    torch.save(saved, path)
+    return path
+
+
+FIX = "(fix: train it with `dvc repro train@<model>`, or fetch it with `dvc pull` or `dvc artifacts get`)"
+
+
+def test_round_trip_keeps_every_field_and_the_weights(tmp_path: Path) -> None:
+    # torch.__version__ is a str subclass, which a weights_only load refuses: it is saved as a str
+    original = record(environment={"torch": torch.__version__, "cpu_flags": {"avx2": True}})
+    original.save(tmp_path / "m.pt")
+    loaded = ModelFile.load(tmp_path / "m.pt")
+    assert loaded.weights.keys() == original.weights.keys()
+    assert all(torch.equal(loaded.weights[k], original.weights[k]) for k in original.weights)
+    assert dataclasses.replace(loaded, weights={}) == dataclasses.replace(original, weights={})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
-    raw = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert raw["format"] == MODEL_FORMAT == "mnist-pipeline-model/1" and raw["arch"] == "cnn2"
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)  # plain values: no class of ours is pickled
+    assert raw["format"] == MODEL_FORMAT == "mnist-pipeline-model/2"
+    assert raw["preprocessing"] == {"mean": 0.5, "std": 0.5, "channels_last": False}
+    assert set(raw) == {"format", *(f.name for f in dataclasses.fields(ModelFile))}
+
+
+def test_build_and_load_model_give_the_saved_weights(tmp_path: Path) -> None:
+    original = record()
+    original.save(tmp_path / "m.pt")
+    model, loaded = load_model(tmp_path / "m.pt")
+    assert loaded.name == "mine" and loaded.seed == 3
+    assert all(
+        torch.equal(a, b) for a, b in zip(original.weights.values(), model.state_dict().values(), strict=True)
+    )
+    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_channels_last_is_restored(tmp_path: Path, channels_last: bool) -> None:
-    save_model(tmp_path / "m.pt", "cnn2", build_model("cnn2").state_dict(), {**INFO, "channels_last": channels_last})
-    model, info = load_model(tmp_path / "m.pt")
-    assert info["channels_last"] is channels_last
+def test_the_model_is_built_in_its_memory_format(tmp_path: Path, channels_last: bool) -> None:
+    record(preprocessing=Preprocessing(0.5, 0.5, channels_last)).save(tmp_path / "m.pt")
+    model, loaded = load_model(tmp_path / "m.pt")
+    assert loaded.preprocessing.channels_last is channels_last
     conv_weights = [p for p in model.parameters() if p.dim() == 4]
     assert conv_weights
     if channels_last:
@@ -259,10 +279,10 @@ def test_channels_last_is_restored(tmp_path: Path, channels_last: bool) -> None:
 
 
 @pytest.mark.parametrize("device", ["cpu", torch.device("cpu")])
-def test_load_maps_tensors_and_moves_the_model_to_the_device(
+def test_load_reads_on_the_cpu_and_moves_the_model_to_the_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: Any
 ) -> None:
-    save_model(tmp_path / "m.pt", "mlp", build_model("mlp").state_dict(), INFO)
+    record("mlp").save(tmp_path / "m.pt")
     loads: list[dict[str, Any]] = []
     moves: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     real_load = torch.load
@@ -283,48 +303,71 @@ def test_load_maps_tensors_and_moves_the_model_to_the_device(
         return model
 
     # a CPU-only test machine cannot tell devices apart by the result, so watch the calls
-    monkeypatch.setattr(checkpoint.torch, "load", spy_load)
-    monkeypatch.setattr(checkpoint, "build_model", spy_build)
+    monkeypatch.setattr(artifacts.torch, "load", spy_load)
+    monkeypatch.setattr(artifacts, "build_model", spy_build)
     model, _ = load_model(tmp_path / "m.pt", device)
-    assert loads == [{"map_location": device, "weights_only": True}]
+    assert loads == [{"map_location": "cpu", "weights_only": True}]
     assert moves == [((device,), {})]
-    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
 
 
-def test_load_defaults_to_cpu(tmp_path: Path) -> None:
-    save_model(tmp_path / "m.pt", "mlp", build_model("mlp").state_dict(), INFO)
-    model, _ = load_model(tmp_path / "m.pt")
-    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
-
-
-def test_missing_keys(tmp_path: Path) -> None:
-    path = tmp_path / "m.pt"
-    save_model(path, "cnn2", build_model("cnn2").state_dict(), {"norm_mean": 0.5, "epochs_run": 1})
+@pytest.mark.parametrize("key", ["seed", "data", "environment", "preprocessing", "weights", "best_epoch"])
+def test_a_missing_or_mistyped_field(tmp_path: Path, key: str) -> None:
+    record().save(tmp_path / "m.pt")
+    path = raw_file(tmp_path / "m.pt", **{key: None})
     with pytest.raises(ModelFileError) as info:
-        load_model(path)
-    assert str(info.value) == f"{path} lacks best_epoch, channels_last, norm_std; retrain it with `dvc repro -f train@<model>`"
+        ModelFile.load(path, made_by="train@mine")
+    assert (
+        str(info.value) == f"{path} lacks or mistypes {key} (fix: retrain it with `dvc repro -f train@mine`)"
+    )
+    path = raw_file(path, **{key: "text"})
+    with pytest.raises(ModelFileError, match=f"lacks or mistypes {key} "):
+        ModelFile.load(path)
+
+
+def test_a_malformed_preprocessing_record(tmp_path: Path) -> None:
+    record().save(tmp_path / "m.pt")
+    path = raw_file(tmp_path / "m.pt", preprocessing={"mean": 0.5})
+    with pytest.raises(ModelFileError, match=r"m.pt has a malformed preprocessing record \(fix: retrain"):
+        ModelFile.load(path)
+
+
+def test_an_older_format_says_to_retrain(tmp_path: Path) -> None:
+    record().save(tmp_path / "m.pt")
+    path = raw_file(tmp_path / "m.pt", format="mnist-pipeline-model/1")
+    with pytest.raises(ModelFileError) as info:
+        ModelFile.load(path, made_by="train@mine")
+    assert str(info.value) == (
+        f"{path} is a mnist-pipeline-model/1 file; this version reads mnist-pipeline-model/2 "
+        "(fix: retrain it with `dvc repro -f train@mine`)"
+    )
 
 
 def test_weights_of_another_architecture(tmp_path: Path) -> None:
-    path = tmp_path / "m.pt"
-    save_model(path, "lenet", build_model("cnn2").state_dict(), INFO)
+    record("lenet", weights=build_model("cnn2").state_dict()).save(tmp_path / "m.pt")
     try:
         build_model("lenet").load_state_dict(build_model("cnn2").state_dict())
     except RuntimeError as e:
         lines = str(e).strip().splitlines()
     assert len(lines) > 1
     with pytest.raises(ModelFileError) as info:
-        load_model(path)
-    assert str(info.value) == f"{path}: weights do not fit architecture 'lenet' ({lines[0]})"
+        load_model(tmp_path / "m.pt")
+    assert str(info.value) == (
+        f"model 'mine': weights do not fit architecture 'lenet' ({lines[0]}) "
+        "(fix: retrain it with `dvc repro -f train@mine`)"
+    )
 
 
 def test_unknown_architecture(tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
-    save_model(path, "alexnet", {}, INFO)
+    record(weights={}).save(path)
+    raw_file(path, arch="alexnet")
     with pytest.raises(ModelFileError) as info:
         load_model(path)
     assert sorted(MODELS) == ["bnnet", "cnn2", "cnn6", "lenet", "mlp", "resnet18"]
-    assert str(info.value) == f"{path} names unknown architecture 'alexnet'; valid names: bnnet, cnn2, cnn6, lenet, mlp, resnet18"
+    assert str(info.value) == (
+        f"{path} names unknown architecture 'alexnet' (fix: use a version of the project "
+        "that registers it; this one has bnnet, cnn2, cnn6, lenet, mlp, resnet18)"
+    )
 
 
 @pytest.mark.parametrize("content", [[1, 2], {"format": CHECKPOINT_FORMAT, "arch": "mlp"}])
@@ -333,7 +376,10 @@ def test_other_torch_files_are_not_ours(tmp_path: Path, content: object) -> None
     torch.save(content, path)
     with pytest.raises(ModelFileError) as info:
         load_model(path)
-    assert str(info.value) == f"{path} is not a model file of this project (no 'mnist-pipeline-model/1' header)"
+    assert (
+        str(info.value)
+        == f"{path} is not a model file of this project (no 'mnist-pipeline-model/2' header) {FIX}"
+    )
 
 
 def test_plain_state_dict_is_not_ours(tmp_path: Path) -> None:
@@ -348,7 +394,9 @@ def test_unreadable_file_names_the_first_line_of_the_error(tmp_path: Path) -> No
     first = first_line_of_load_error(path)
     with pytest.raises(ModelFileError) as info:
         load_model(path)
-    assert str(info.value) == f"{path} is not a model file of this project (refused to load it: {first})"
+    assert (
+        str(info.value) == f"{path} is not a model file of this project: torch cannot read it ({first}) {FIX}"
+    )
 
 
 def test_empty_file_names_the_error_type(tmp_path: Path) -> None:
@@ -356,11 +404,16 @@ def test_empty_file_names_the_error_type(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(ModelFileError) as info:
         load_model(path)
-    assert str(info.value) == f"{path} is not a model file of this project (refused to load it: EOFError)"
+    assert (
+        str(info.value)
+        == f"{path} is not a model file of this project: torch cannot read it (EOFError) {FIX}"
+    )
 
 
 @pytest.mark.parametrize("writer", ["torch", "pickle"])
-def test_pickle_with_code_is_refused_and_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str) -> None:
+def test_pickle_with_code_is_refused_in_our_words_and_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
     # torch would load unsafely by default under this variable unless the caller asks for weights_only itself
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker, path = tmp_path / "pwned", tmp_path / "m.pt"
@@ -368,12 +421,24 @@ def test_pickle_with_code_is_refused_and_not_run(tmp_path: Path, monkeypatch: py
         torch.save({"format": "x", "payload": Payload(marker)}, path)
     else:
         path.write_bytes(pickle.dumps(Payload(marker)))
-    with pytest.raises(ModelFileError, match=r"is not a model file of this project \(refused to load it: "):
+    with pytest.raises(ModelFileError) as info:
         load_model(path)
     assert not marker.exists()
+    assert str(info.value) == (
+        f"{path} is not a model file of this project: it holds Python objects, "
+        "not just tensors and values; it was "
+        f"not loaded and must not be loaded with weights_only=False, which runs any code it carries {FIX}"
+    )
+    # torch's own advice (retry with weights_only=False) is not passed on
+    assert "weights_only=False" not in str(info.value).replace(
+        "must not be loaded with weights_only=False", ""
+    )
 
 
-def test_missing_file_says_how_to_make_it(tmp_path: Path) -> None:
+def test_missing_file_names_the_stage_that_writes_it(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError) as info:
-        load_model(tmp_path / "nope.pt")
-    assert str(info.value) == f"{tmp_path / 'nope.pt'} not found; train it with `dvc repro train@<model>`"
+        load_model(tmp_path / "nope.pt", made_by="train@nope")
+    assert str(info.value) == (
+        f"{tmp_path / 'nope.pt'} not found: stage train@nope writes it (fix: train it with "
+        "`dvc repro train@nope`, or fetch it with `dvc pull` or `dvc artifacts get`)"
+    )

@@ -1,0 +1,199 @@
+"""Model files and resumable-training checkpoints: plain tensors and values, loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_pipeline.cli import file_digest, fingerprint
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.inference import Preprocessing
+from mnist_pipeline.models import MODELS, build_model
+
+MODEL_FORMAT = "mnist-pipeline-model/2"
+CHECKPOINT_FORMAT = "mnist-pipeline-checkpoint/1"
+
+
+class ModelFileError(PipelineError):
+    """A file that is not one of our model files, or not one this version can read."""
+
+
+def package_digest() -> str:
+    """Digest of the pipeline core's source, so that a code change invalidates old checkpoints."""
+    root = Path(__file__).parent
+    return fingerprint(*[(p.name, file_digest(p)) for p in sorted(root.glob("*.py"))])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous file intact
+
+
+class FileCheckpointer:
+    """Keeps fit()'s state in one file, ignored unless its fingerprint matches this run's."""
+
+    def __init__(self, path: Path, run_fingerprint: str) -> None:
+        self.path = Path(path)
+        self.run_fingerprint = run_fingerprint
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None when there is none or it belongs to other params, data or code."""
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as e:
+            print(
+                f"ignoring unreadable checkpoint {self.path} ({type(e).__name__}); starting fresh",
+                file=sys.stderr,
+            )
+            return None
+        if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+            print(f"ignoring {self.path}: not a training checkpoint; starting fresh", file=sys.stderr)
+            return None
+        if saved.get("fingerprint") != self.run_fingerprint:
+            print(
+                f"ignoring {self.path}: made with other params, data or code; starting fresh", file=sys.stderr
+            )
+            return None
+        return saved["state"]
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Replace the checkpoint atomically."""
+        _atomic_save(
+            {"format": CHECKPOINT_FORMAT, "fingerprint": self.run_fingerprint, "state": state}, self.path
+        )
+
+    def remove(self) -> None:
+        """Delete the checkpoint once the stage's outputs are written."""
+        self.path.unlink(missing_ok=True)
+
+
+# The fields of a model file and the type each must have (the weights are checked by load_state_dict).
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "arch": str,
+    "weights": dict,
+    "preprocessing": dict,
+    "recipe": dict,
+    "seed": int,
+    "data": dict,
+    "environment": dict,
+    "epochs_run": int,
+    "best_epoch": int,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFile:
+    """A trained model as one file: weights, how to feed them, the recipe, seed, data and machine behind them.
+
+    Saved as a dict of tensors and plain values (no classes), so that torch.load(weights_only=True)
+    reads it and a model fetched with `dvc artifacts get` explains itself.
+    """
+
+    name: str  # the model's name under models: in params.yaml
+    arch: str  # its name in the model registry
+    weights: dict[str, torch.Tensor]  # state_dict, on the CPU
+    preprocessing: Preprocessing
+    recipe: dict[str, Any]  # models.<name> of params.yaml as trained, defaults filled in
+    seed: int
+    data: dict[str, str]  # split ("train", "val") → md5 of data/processed/<split>.pt, as dvc.lock records it
+    environment: dict[str, Any]  # environment.runtime_environment() of the training run
+    epochs_run: int
+    best_epoch: int  # the epoch whose weights these are (best val accuracy)
+
+    def save(self, path: Path) -> None:
+        """Write the file atomically."""
+        record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        record["preprocessing"] = dataclasses.asdict(self.preprocessing)
+        # plain JSON values: torch.__version__, say, is a str subclass that a weights_only load refuses
+        for key in ("recipe", "data", "environment"):
+            record[key] = json.loads(json.dumps(record[key]))
+        _atomic_save({"format": MODEL_FORMAT, **record}, Path(path))
+
+    @classmethod
+    def load(cls, path: Path, made_by: str = "train@<model>") -> ModelFile:
+        """Read a file that save() wrote; anything else is a ModelFileError saying what it is and what to do.
+
+        made_by names the stage that writes the file, for the fix of a missing one.
+        """
+        path = Path(path)
+        fix = (
+            f"(fix: train it with `dvc repro {made_by}`, or fetch it with `dvc pull` or `dvc artifacts get`)"
+        )
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ModelFileError(f"{path} not found: stage {made_by} writes it {fix}") from None
+        except pickle.UnpicklingError:
+            # torch's own message advises retrying with weights_only=False, which would run the file's code
+            raise ModelFileError(
+                f"{path} is not a model file of this project: it holds Python objects, not just tensors and "
+                "values; it was not loaded and must not be loaded with weights_only=False, which runs any "
+                f"code it carries {fix}"
+            ) from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ModelFileError(
+                f"{path} is not a model file of this project: torch cannot read it ({first}) {fix}"
+            ) from None
+        ours = isinstance(saved, dict) and str(saved.get("format", "")).startswith("mnist-pipeline-model/")
+        if not ours:
+            raise ModelFileError(
+                f"{path} is not a model file of this project (no '{MODEL_FORMAT}' header) {fix}"
+            )
+        if saved["format"] != MODEL_FORMAT:
+            raise ModelFileError(
+                f"{path} is a {saved['format']} file; this version reads {MODEL_FORMAT} "
+                f"(fix: retrain it with `dvc repro -f {made_by}`)"
+            )
+        wrong = [key for key, kind in _FIELDS.items() if not isinstance(saved.get(key), kind)]
+        if wrong:
+            raise ModelFileError(
+                f"{path} lacks or mistypes {', '.join(wrong)} (fix: retrain it with `dvc repro -f {made_by}`)"
+            )
+        if saved["arch"] not in MODELS:
+            raise ModelFileError(
+                f"{path} names unknown architecture {saved['arch']!r} (fix: use a version of the project "
+                f"that registers it; this one has {', '.join(sorted(MODELS))})"
+            )
+        try:
+            preprocessing = Preprocessing(**saved["preprocessing"])
+        except TypeError:
+            raise ModelFileError(
+                f"{path} has a malformed preprocessing record (fix: retrain it with `dvc repro -f {made_by}`)"
+            ) from None
+        return cls(**{**{key: saved[key] for key in _FIELDS}, "preprocessing": preprocessing})
+
+    def build(self, device: torch.device | str = "cpu") -> nn.Module:
+        """The model with these weights, on the device, in the memory format its preprocessing names."""
+        model = build_model(self.arch)
+        try:
+            model.load_state_dict(self.weights)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ModelFileError(
+                f"model {self.name!r}: weights do not fit architecture {self.arch!r} ({first}) "
+                f"(fix: retrain it with `dvc repro -f train@{self.name}`)"
+            ) from None
+        return self.preprocessing.prepare(model.to(device))
+
+
+def load_model(
+    path: Path, device: torch.device | str = "cpu", made_by: str = "train@<model>"
+) -> tuple[nn.Module, ModelFile]:
+    """The model a file holds, built on the device, and the file's record."""
+    record = ModelFile.load(path, made_by)
+    return record.build(device), record

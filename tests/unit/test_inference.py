@@ -1,0 +1,167 @@
+"""Inference: device choice, the preprocessing saved with a model, batched logits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.inference import Preprocessing, predict_logits, select_device
+from mnist_pipeline.training import bf16_autocast
+
+
+@dataclasses.dataclass
+class Seen:
+    x: torch.Tensor
+    training: bool
+    inference: bool
+
+
+class Spy(nn.Module):
+    """A linear model that records every input batch and the modes it ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+        self.seen: list[Seen] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(Seen(x.detach().clone(), self.training, torch.is_inference_mode_enabled()))
+        return self.fc(x.flatten(1))
+
+
+def make_images(n: int, seed: int = 0) -> torch.Tensor:
+    """(n, 28, 28) uint8 noise."""
+    return torch.randint(
+        0, 256, (n, 28, 28), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
+
+
+# --- select_device ------------------------------------------------------------------------------------------
+
+
+def fake_devices(monkeypatch: pytest.MonkeyPatch, cuda: bool, mps: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [
+        (True, True, "cuda"),
+        (True, False, "cuda"),
+        (False, True, "mps"),
+        (False, False, "cpu"),
+    ],
+)
+def test_auto_prefers_cuda_then_mps_then_cpu(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, mps: bool, expected: str
+) -> None:
+    fake_devices(monkeypatch, cuda, mps)
+    assert select_device("auto") == torch.device(expected)
+
+
+@pytest.mark.parametrize("name", ["cpu", "cuda", "mps"])
+def test_an_available_device_is_taken_as_named(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    fake_devices(monkeypatch, cuda=True, mps=True)
+    assert select_device(name) == torch.device(name)
+
+
+def test_cpu_needs_no_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_devices(monkeypatch, cuda=False, mps=False)
+    assert select_device("cpu") == torch.device("cpu")
+
+
+def test_an_unavailable_device_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_devices(monkeypatch, cuda=False, mps=False)
+    with pytest.raises(PipelineError) as cuda:  # run() prints it as one line and exits 2
+        select_device("cuda")
+    assert str(cuda.value) == (
+        "train.device is 'cuda' but this machine has no CUDA device "
+        "(fix: set train.device: auto or cpu in params.yaml)"
+    )
+    with pytest.raises(PipelineError) as mps:
+        select_device("mps")
+    assert str(mps.value) == (
+        "train.device is 'mps' but this machine has no MPS device "
+        "(fix: set train.device: auto or cpu in params.yaml)"
+    )
+    # each check asks about its own backend only
+    fake_devices(monkeypatch, cuda=False, mps=True)
+    assert select_device("mps") == torch.device("mps")
+    fake_devices(monkeypatch, cuda=True, mps=False)
+    assert select_device("cuda") == torch.device("cuda")
+
+
+# --- Preprocessing ------------------------------------------------------------------------------------------
+
+
+def test_input_scales_normalises_and_adds_the_channel() -> None:
+    images = torch.tensor([[0, 51, 255], [102, 204, 153]], dtype=torch.uint8).reshape(1, 2, 3)
+    x = Preprocessing(0.2, 0.4, False).input(images)
+    assert x.shape == (1, 1, 2, 3) and x.dtype == torch.float32 and x.is_contiguous()
+    expected = torch.tensor([[[[-0.5, 0.0, 2.0], [0.5, 1.5, 1.0]]]])
+    assert torch.allclose(x, expected, atol=1e-6)
+    # the caller's uint8 images are left alone
+    assert images.tolist() == [[[0, 51, 255], [102, 204, 153]]]
+
+
+def test_input_in_channels_last_has_the_same_values() -> None:
+    images = make_images(3)
+    plain, nhwc = (
+        Preprocessing(0.1307, 0.3081, False).input(images),
+        Preprocessing(0.1307, 0.3081, True).input(images),
+    )
+    assert nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, nhwc)
+
+
+def test_normalise_works_in_place_on_float_images() -> None:
+    x = torch.rand(2, 1, 28, 28)
+    expected = (x - 0.3) / 0.7
+    out = Preprocessing(0.3, 0.7, False).normalise(x)
+    assert out.data_ptr() == x.data_ptr() and torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_prepare_puts_the_model_in_the_input_memory_format(channels_last: bool) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3))
+    weight = Preprocessing(0.0, 1.0, channels_last).prepare(model)[1].weight  # (4, 4, 3, 3)
+    assert weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert weight.is_contiguous() is not channels_last
+
+
+# --- predict_logits -----------------------------------------------------------------------------------------
+
+
+def test_predict_logits_batches_in_eval_mode_without_grad() -> None:
+    images = make_images(16)
+    model = Spy()
+    model.train()
+    whole = predict_logits(model, images, 1000, Preprocessing(0.2, 0.4, False))
+    batched = predict_logits(model, images, 3, Preprocessing(0.2, 0.4, True))
+    assert not model.training
+    assert whole.shape == (16, 10) and whole.dtype == torch.float32 and whole.device.type == "cpu"
+    assert torch.allclose(whole, batched, atol=1e-5)
+    assert torch.allclose(whole, model.fc(Preprocessing(0.2, 0.4, False).input(images).flatten(1)), atol=1e-5)
+    assert not whole.requires_grad and torch.is_inference(whole)
+    assert [s.x.shape[0] for s in model.seen] == [16, 3, 3, 3, 3, 3, 1]
+    assert all(not s.training and s.inference for s in model.seen)
+    assert torch.allclose(
+        torch.cat([s.x for s in model.seen[1:]]), Preprocessing(0.2, 0.4, False).input(images)
+    )
+    empty = predict_logits(model, images[:0], 3, Preprocessing(0.2, 0.4, False))
+    assert empty.shape == (0, 10) and empty.dtype == torch.float32
+
+
+def test_predict_logits_returns_float32_from_a_bf16_forward() -> None:
+    images = make_images(4)
+    model = Spy()
+    with bf16_autocast(torch.device("cpu"), True):
+        logits = predict_logits(model, images, 2, Preprocessing(0.5, 0.5, False))
+    assert logits.dtype == torch.float32
+    expected = model.fc(Preprocessing(0.5, 0.5, False).input(images).flatten(1))
+    assert not torch.equal(logits, expected) and torch.allclose(logits, expected, atol=0.05)
