@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
 from mnist_pipeline.plotting import (
+    confident_mistakes,
     confusion_heatmap,
+    image_grid,
     leaderboard,
     leaderboard_markdown,
     per_class_error_bars,
@@ -92,3 +96,54 @@ def test_the_confusion_heat_map_leaves_the_correct_answers_out(normalize: bool) 
     )  # the colours span the mistakes alone
     texts = {text.get_text() for text in fig.axes[0].texts}
     assert texts == ({f"{12 / 992:.3f}", f"{3 / 983:.3f}"} if normalize else {"12", "3"})
+
+
+def test_the_markdown_leaderboard_in_full() -> None:
+    assert leaderboard_markdown(board()) == (
+        "| model | parameters | test accuracy | worst class | epochs | training s | inference images/s |\n"
+        "|---|---:|---:|---|---:|---:|---:|\n"
+        "| ensemble | — | 99.50% | 3 (98.50%) | — | — | — |\n"
+        "| lenet | 252,866 | 99.00% | 3 (98.00%) | 4 | 4 | 1,234 |\n"
+        "| mlp | 267,410 | 98.00% | 3 (97.00%) | 8 | 4 | — |\n"
+    )
+
+
+def test_confident_mistakes_are_the_wrong_answers_most_confident_first() -> None:
+    probs = np.array(
+        [
+            [0.9, 0.1, 0.0],  # right
+            [0.2, 0.7, 0.1],  # wrong at 0.7
+            [0.1, 0.1, 0.8],  # wrong at 0.8
+            [0.0, 0.6, 0.4],  # wrong at 0.6
+            [0.1, 0.7, 0.2],  # wrong at 0.7, after row 1 (stable)
+            [0.1, 0.1, 0.8],  # right
+        ]
+    )
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    assert confident_mistakes(probs, labels, 10).tolist() == [2, 1, 4, 3]
+    assert confident_mistakes(probs, labels, 2).tolist() == [2, 1]
+    assert confident_mistakes(probs, np.array([0, 1, 2, 1, 1, 2]), 3).tolist() == []
+
+
+def test_the_image_grid_tiles_each_digit_with_its_caption_and_colour() -> None:
+    images = np.stack([np.full((28, 28), 40 * i, dtype=np.uint8) for i in range(5)])
+    fig = image_grid(
+        images,
+        [f"digit {i}" for i in range(5)],
+        cols=3,
+        title="five digits",
+        title_colors=["black", "red", "black", "red", "black"],
+    )
+    axes = fig.axes
+    assert len(axes) == 6 and fig.get_size_inches().tolist() == pytest.approx([3.75, 3.3])  # 2 rows of 3
+    assert all(not ax.axison for ax in axes)
+    assert [ax.get_title() for ax in axes] == ["digit 0", "digit 1", "digit 2", "digit 3", "digit 4", ""]
+    assert [ax.title.get_color() for ax in axes[:5]] == ["black", "red", "black", "red", "black"]
+    shown = [ax.images[0] for ax in axes[:5]]
+    assert all(np.array_equal(im.get_array(), images[i]) for i, im in enumerate(shown))
+    assert all(im.get_clim() == (0, 255) and im.get_cmap().name == "gray" for im in shown)
+    assert len(axes[5].images) == 0 and fig._suptitle.get_text() == "five digits"
+    plain = image_grid(images[:2], ["a", "b"], cols=2, title="t")
+    assert [ax.title.get_color() for ax in plain.axes] == ["black", "black"]
+    assert all(ax.title.get_fontsize() == 7 for ax in plain.axes) and plain._suptitle.get_fontsize() == 10
+    plt.close("all")
