@@ -28,6 +28,7 @@ import yaml
 
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
+from mnist_tools.report import dvc
 
 FIX = (
     "run `dvc repro` (set MNIST_MIRROR when offline), then commit dvc.lock together with metrics/ and "
@@ -259,11 +260,7 @@ def declared_stages(repo: Path) -> list[DeclaredStage]:
 
 def dvc_status(repo: Path) -> dict[str, list[Any]]:
     """`dvc status --json`: per stage, what changed since dvc.lock was written (absent data included)."""
-    result = subprocess.run(["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        raise PipelineError(f"`dvc status` failed in {repo}: {last} (fix: run `dvc status` there to see why)")
-    return json.loads(result.stdout or "{}")
+    return json.loads(dvc("status", "--json", cwd=repo) or "{}")
 
 
 def check_lock(repo: Path) -> tuple[list[StaleStage], int]:
