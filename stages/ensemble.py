@@ -4,9 +4,8 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from mnist_pipeline.cli import load_checked_params, missing_input, run, write_json
+from mnist_pipeline.cli import load_checked_params, read_logits, run, write_json
 from mnist_pipeline.data import load_split
 from mnist_pipeline.evaluation import classification_metrics, mean_softmax
 
@@ -23,11 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     load_checked_params(args.params)
     names = [path.stem for path in args.logits]
-    logits = []
-    for path in args.logits:
-        if not path.is_file():
-            raise missing_input(path, f"evaluate@{path.stem}")
-        logits.append(torch.load(path, weights_only=True))
+    logits = [read_logits(path, made_by=f"evaluate@{path.stem}") for path in args.logits]
     _, labels = load_split(args.test)
     combined = mean_softmax(logits)
     metrics = classification_metrics(combined, labels)

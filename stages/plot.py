@@ -4,9 +4,8 @@ import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
 
-from mnist_pipeline.cli import load_checked_params, metrics_stage, missing_input, read_csv, read_json, run
+from mnist_pipeline.cli import load_checked_params, metrics_stage, read_csv, read_json, read_logits, run
 from mnist_pipeline.data import load_split
 from mnist_pipeline.params import plot_params
 from mnist_pipeline.plotting import (
@@ -43,11 +42,8 @@ def main() -> None:
     timings = {path.stem: read_json(path, made_by=f"evaluate@{path.stem}") for path in args.timing}
     histories = {path.stem: read_csv(path, made_by=f"train@{path.stem}") for path in args.history}
     images, labels = load_split(args.test)
-    probs = {}
-    for path in args.logits:
-        if not path.is_file():
-            raise missing_input(path, f"evaluate@{path.stem}")
-        probs[path.stem] = torch.load(path, weights_only=True).softmax(1).numpy()
+    logits = {path.stem: read_logits(path, made_by=f"evaluate@{path.stem}") for path in args.logits}
+    probs = {name: values.softmax(1).numpy() for name, values in logits.items()}
     names = list(probs)
 
     figures = {

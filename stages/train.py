@@ -63,8 +63,8 @@ def main() -> None:
         f"device {device}, {settings.threads} threads",
         flush=True,
     )
-    epoch, restored = None, 0
-    for epoch in fit_epochs(
+    restored = 0
+    for epoch in fit_epochs(  # at least one epoch: params validation keeps epochs >= 1
         model, recipe, train_data, val_data, seed, settings.eval_batch_size, checkpointer
     ):
         row, restored = epoch.row, restored + epoch.resumed
@@ -77,7 +77,6 @@ def main() -> None:
         # the whole history so far, so that `dvc plots show` shows it now; written beside the checkpoint and
         # renamed, so plots/train/ never holds a half-written or stray file
         write_csv(pd.DataFrame(epoch.history), args.history, scratch=args.checkpoint.parent)
-    assert epoch is not None  # params validation keeps epochs >= 1
     if restored:
         print(f"{args.model}: resumed after epoch {restored} from {args.checkpoint}")
 

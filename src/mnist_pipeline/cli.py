@@ -99,6 +99,16 @@ def read_csv(path: Path, made_by: str) -> Any:
         raise missing_input(path, made_by) from None
 
 
+def read_logits(path: Path, made_by: str) -> Any:
+    """Read the (N, 10) float32 test logits that stage made_by saved; a missing file names that stage."""
+    import torch  # ~1 s: only for the stages that read logits
+
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise missing_input(path, made_by) from None
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write a metrics-style JSON file: indented, newline-terminated, parent folders created."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,9 +137,8 @@ def run(main: Callable[[], None]) -> None:
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (
-        FileNotFoundError
-    ) as e:  # a path given on the command line; the stages' own inputs name their stage
+    # a path given on the command line; the stages' own inputs name their stage
+    except FileNotFoundError as e:
         print(
             f"error: {e.filename} not found (fix: check the path, or run the stage that writes it)",
             file=sys.stderr,

@@ -104,6 +104,11 @@ def runtime_environment(device: Any, threads: int, bf16: bool) -> dict[str, Any]
         "onednn_max_cpu_isa": onednn_cap or "default",
         "mkl_cbwr": os.environ.get("MKL_CBWR", "default"),
         "portable": all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items()),
+        "fp32_precision": {  # "ieee", "tf32" or "bf16"; "none": the backend's default (IEEE on the CPU)
+            "cudnn_conv": torch.backends.cudnn.conv.fp32_precision,
+            "cuda_matmul": torch.backends.cuda.matmul.fp32_precision,
+            "onednn": torch.backends.mkldnn.fp32_precision,
+        },
         "bf16_autocast": bf16,
         "bf16_instructions": bf16_instructions(flags, onednn_cap) if bf16 and str(device) == "cpu" else None,
     }
@@ -123,6 +128,7 @@ COMPARED = (
     "aten_cpu_capability",
     "onednn_max_cpu_isa",
     "mkl_cbwr",
+    "fp32_precision",
     "bf16_instructions",
 )
 

@@ -16,8 +16,8 @@ from matplotlib.ticker import MaxNLocator
 def val_accuracy_chart(histories: dict[str, pd.DataFrame]) -> Figure:
     """Validation accuracy per epoch, one line per model: the PNG of `dvc plots show`'s first chart."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, (name, df) in enumerate(histories.items()):
-        ax.plot(df["epoch"], 100 * df["val_acc"], marker="o", markersize=3, color=f"C{i % 10}", label=name)
+    for name, df in histories.items():
+        ax.plot(df["epoch"], 100 * df["val_acc"], marker="o", markersize=3, label=name)
     ax.set(title="Validation accuracy per epoch, every model", xlabel="epoch", ylabel="val accuracy, %")
     ax.set_ylim(bottom=max(90.0, ax.get_ylim()[0]))  # the epochs worth comparing sit above 90%
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -38,7 +38,7 @@ def confusion_heatmap(matrix: list[list[int]], title: str, normalize: bool) -> F
     mistakes = np.ma.masked_array(shown, mask=np.eye(len(counts), dtype=bool))
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     image = ax.imshow(mistakes, cmap="Reds", vmin=0)
-    top = mistakes.max() or 1
+    top = mistakes.max()  # 0 without mistakes, and then no cell is labelled
     for (r, c), value in np.ndenumerate(counts):
         if r != c and value:
             ax.text(

@@ -314,9 +314,9 @@ def fit(
     Returns:
         The best-on-val weights and their epoch, the whole history, and how many epochs were restored.
     """
-    result = FitResult(best_state=_clone_state(model), best_epoch=0)
-    for epoch in fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer):
-        result = FitResult(
-            epoch.best_state, epoch.best_epoch, epoch.history, result.resumed_from + epoch.resumed
-        )
-    return result
+    last, resumed = None, 0
+    for last in fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer):
+        resumed += last.resumed
+    if last is None:  # recipe.epochs == 0: the weights as built
+        return FitResult(best_state=_clone_state(model), best_epoch=0)
+    return FitResult(last.best_state, last.best_epoch, last.history, resumed)

@@ -96,6 +96,19 @@ def test_an_unavailable_device_is_refused_with_the_fix(monkeypatch: pytest.Monke
     assert select_device("cuda") == torch.device("cuda")
 
 
+@pytest.mark.parametrize("name", ["auto", "cuda", "cpu"])
+def test_every_device_choice_makes_float32_ieee(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    fake_devices(monkeypatch, cuda=True, mps=False)
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"  # cuDNN's own default for convolutions
+        select_device(name)
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
+
+
 # --- Preprocessing ------------------------------------------------------------------------------------------
 
 

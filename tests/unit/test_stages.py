@@ -339,6 +339,7 @@ def test_train_rewrites_the_history_after_every_epoch_and_writes_a_model_file_th
     env = json.loads((tmp_path / "metrics" / "env" / "lenet.json").read_text())
     assert env["device"] == "cpu" and env["threads"] == committed_params()["train"]["threads"]
     assert env["torch"] == torch.__version__ and env["cpu_model"] and env["bf16_autocast"] is False
+    assert env["fp32_precision"] == {"cudnn_conv": "ieee", "cuda_matmul": "ieee", "onednn": "none"}
     # the model file: the best weights, and the recipe, seed, data and machine that made them
     record = ModelFile.load(tmp_path / "m.pt")
     recipe = model_params(committed_params(), "lenet")
