@@ -40,7 +40,13 @@ class AccuracyChange:
 
 def dvc(*args: str, cwd: Path | None = None) -> str:
     """Run a dvc command and return its stdout; a failure becomes a PipelineError."""
-    result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+    try:
+        result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PipelineError(
+            "the dvc command is not on PATH (fix: run it through make, e.g. `make check-lock`, "
+            "or activate the project's environment: `. .venv/bin/activate`)"
+        ) from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         raise PipelineError(

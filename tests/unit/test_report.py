@@ -15,9 +15,11 @@ import pytest
 import yaml
 
 from mnist_pipeline.environment import cpu_id, describe
+from mnist_pipeline.errors import PipelineError
 from mnist_tools.report import (
     AccuracyChange,
     accuracy_changes,
+    dvc,
     environment_section,
     guard_failures,
     recorded_environments,
@@ -253,3 +255,13 @@ def test_workflow_checks_the_lock_and_the_remote_first_and_writes_them_atop_the_
     )
     summary_writers = [i for i, run in enumerate(runs) if "GITHUB_STEP_SUMMARY" in run]
     assert summary_writers[0] == at["mnist_tools.lockcheck --md"]
+
+
+def test_a_missing_dvc_command_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no dvc on PATH
+    with pytest.raises(PipelineError) as missing:
+        dvc("status")
+    assert str(missing.value) == (
+        "the dvc command is not on PATH (fix: run it through make, e.g. `make check-lock`, "
+        "or activate the project's environment: `. .venv/bin/activate`)"
+    )
