@@ -7,6 +7,7 @@ import hashlib
 import os
 import pickle
 import socket
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +114,7 @@ def tiny_mirrors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[di
         # torchvision's own fetch needs a Content-Length, which file:// responses lack
         with urllib.request.urlopen(url) as response:
             Path(filename).write_bytes(response.read())
+        sys.stderr.write(f"\r{Path(filename).name}: 100%")  # as its tqdm progress bar does
 
     monkeypatch.setattr(tv_utils, "_urlretrieve", fetch)
     # torchvision's own mirrors must never be reached, even by a broken download_mnist

@@ -127,6 +127,14 @@ def test_the_colour_scale_starts_at_zero_mistakes() -> None:
     plt.close("all")
 
 
+def test_labels_turn_white_only_above_six_tenths_of_the_darkest_cell() -> None:
+    matrix = [[900 if r == c else 0 for c in range(10)] for r in range(10)]
+    matrix[1][7], matrix[4][9] = 10, 6  # 6 is exactly 0.6 x 10: still light enough for black
+    fig = confusion_heatmap(matrix, "lenet", normalize=False)
+    assert {text.get_text(): text.get_color() for text in fig.axes[0].texts} == {"10": "white", "6": "black"}
+    plt.close(fig)
+
+
 def test_the_markdown_leaderboard_in_full() -> None:
     assert leaderboard_markdown(board()) == (
         "| model | parameters | test accuracy | worst class | epochs | training s | inference images/s |\n"
@@ -180,7 +188,9 @@ def test_the_image_grid_tiles_each_digit_with_its_caption_and_colour() -> None:
     plain = image_grid(images[:2], ["a", "b"], cols=2, title="t")
     assert [ax.title.get_color() for ax in plain.axes] == ["black", "black"]
     assert all(ax.title.get_fontsize() == 7 for ax in plain.axes) and plain._suptitle.get_fontsize() == 10
-    single = image_grid(images[:1], ["only"], cols=1, title="one digit")
+    with plt.rc_context({"font.size": 14}):  # the caption sizes are the figure's own, not the style's
+        single = image_grid(images[:1], ["only"], cols=1, title="one digit")
+    assert single._suptitle.get_fontsize() == 10 and single.axes[0].title.get_fontsize() == 7
     assert [ax.get_title() for ax in single.axes] == ["only"]
     plt.close("all")
 
