@@ -346,6 +346,8 @@ def test_onecycle_runs_on_tiny_runs(steps: int) -> None:
     assert len(seen) == steps and all(0 < lr <= 0.1 for lr in seen)
     if steps == 1:
         assert seen == [0.1]  # the one step at the peak
+    if steps == 2:  # two steps are a cycle: the warm-up starts at lr/25, the second step ends at lr/25e4
+        assert close(seen, [0.004, 4e-7])
     if 0.2 * steps > 1:  # where OneCycleLR works as asked, the schedule is the recipe's, unchanged
         opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
         reference = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, pct_start=0.2)
@@ -375,6 +377,15 @@ def test_onecycle_cycles_momentum_only_for_sgd_with_momentum(
 
 
 # --- one epoch, prediction ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_preprocessing_of_carries_the_recipes_normalisation_and_memory_format(channels_last: bool) -> None:
+    # not the defaults, so that a field left at its default or swapped shows
+    recipe = dataclasses.replace(RECIPE, norm_mean=0.2, norm_std=0.3, channels_last=channels_last)
+    preprocessing = preprocessing_of(recipe)
+    assert preprocessing == Preprocessing(0.2, 0.3, channels_last)
+    assert preprocessing.channels_last is channels_last  # a bool, saved with the model
 
 
 def halve(step: int) -> float:
@@ -649,6 +660,21 @@ def test_no_epochs_returns_the_initial_weights(data: tuple[Split, Split]) -> Non
     assert same_state(result.best_state, initial)
 
 
+def test_an_empty_val_split_scores_nan_and_keeps_the_initial_weights(data: tuple[Split, Split]) -> None:
+    # no val images: no epoch can beat another, so the best weights are the ones fit() started from
+    torch.manual_seed(1)
+    initial = {k: v.clone() for k, v in Tiny().state_dict().items()}
+    empty = (data[1][0][:0], data[1][1][:0])
+    result = run_fit((data[0], empty))
+    assert len(result.history) == RECIPE.epochs
+    assert all(math.isnan(r["val_acc"]) and math.isnan(r["val_loss"]) for r in result.history)
+    assert result.best_epoch == 0
+    assert same_state(result.best_state, initial)
+    epochs = run_epochs((data[0], empty))
+    assert [e.best_epoch for e in epochs] == [0] * RECIPE.epochs
+    assert all(same_state(e.best_state, initial) for e in epochs)
+
+
 class KilledAfter(FileCheckpointer):
     """Saves like the real checkpointer, then dies after `epochs` saves, as SIGKILL would."""
 
@@ -680,6 +706,13 @@ def test_resume_matches_an_uninterrupted_run(
     again = run_fit(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"), recipe=recipe)
     assert again.resumed_from == 2 and again.history == resumed.history
     assert same_state(again.best_state, resumed.best_state)
+    assert again.best_epoch == full.best_epoch
+    # each restored epoch as it was: its own row, the history up to it, the checkpoint's best
+    restored = run_epochs(data, FileCheckpointer(tmp_path / "ck.pt", "run-1"), recipe=recipe)
+    assert [e.resumed for e in restored] == [True] * recipe.epochs
+    assert [e.history for e in restored] == [resumed.history[:n] for n in range(1, recipe.epochs + 1)]
+    assert [e.row for e in restored] == resumed.history
+    assert [e.best_epoch for e in restored] == [full.best_epoch] * recipe.epochs
     assert same_state(full.best_state, resumed.best_state)
     assert full.best_epoch == resumed.best_epoch
     drop = ("seconds",)
