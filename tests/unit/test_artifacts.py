@@ -264,6 +264,11 @@ def test_build_and_load_model_give_the_saved_weights(tmp_path: Path) -> None:
     assert {p.device for p in model.parameters()} == {torch.device("cpu")}
 
 
+def test_build_without_a_device_builds_on_the_cpu() -> None:
+    model = record().build()
+    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_the_model_is_built_in_its_memory_format(tmp_path: Path, channels_last: bool) -> None:
     record(preprocessing=Preprocessing(0.5, 0.5, channels_last)).save(tmp_path / "m.pt")
@@ -322,6 +327,17 @@ def test_a_missing_or_mistyped_field(tmp_path: Path, key: str) -> None:
     path = raw_file(path, **{key: "text"})
     with pytest.raises(ModelFileError, match=f"lacks or mistypes {key} "):
         ModelFile.load(path)
+
+
+def test_several_wrong_fields_are_listed_together(tmp_path: Path) -> None:
+    # one message that names every bad field, in _FIELDS' order, spares a retrain per field
+    record().save(tmp_path / "m.pt")
+    path = raw_file(tmp_path / "m.pt", data=None, seed="3")
+    with pytest.raises(ModelFileError) as info:
+        ModelFile.load(path, made_by="train@mine")
+    assert str(info.value) == (
+        f"{path} lacks or mistypes seed, data (fix: retrain it with `dvc repro -f train@mine`)"
+    )
 
 
 def test_a_malformed_preprocessing_record(tmp_path: Path) -> None:
@@ -442,3 +458,10 @@ def test_missing_file_names_the_stage_that_writes_it(tmp_path: Path) -> None:
         f"{tmp_path / 'nope.pt'} not found: stage train@nope writes it (fix: train it with "
         "`dvc repro train@nope`, or fetch it with `dvc pull` or `dvc artifacts get`)"
     )
+
+
+def test_missing_file_without_made_by_names_the_default_stage(tmp_path: Path) -> None:
+    # callers that do not know the model's name still get a runnable hint with a placeholder to fill in
+    with pytest.raises(ModelFileError) as info:
+        ModelFile.load(tmp_path / "nope.pt")
+    assert str(info.value) == f"{tmp_path / 'nope.pt'} not found: stage train@<model> writes it {FIX}"

@@ -79,6 +79,54 @@ def test_seed_layer_shapes() -> None:
     assert resnet.conv1.in_channels == 1 and resnet.conv1.stride == (2, 2) and resnet.fc.out_features == 10
 
 
+def leaf_types(module: torch.nn.Module) -> list[type[torch.nn.Module]]:
+    """The types of the modules without children, in the order the model runs them."""
+    return [type(m) for m in module.modules() if not list(m.children())]
+
+
+def test_cnn6_is_the_seed_architecture_layer_by_layer() -> None:
+    # a lost ReLU or a padding of 2 keeps the 7x7 output and the parameter count: only the layer list tells
+    nn = torch.nn
+    cnn6 = build_model("cnn6")
+    assert leaf_types(cnn6) == [
+        nn.Conv2d,
+        nn.ReLU,
+        nn.MaxPool2d,
+        nn.Conv2d,
+        nn.ReLU,
+        nn.Conv2d,
+        nn.ReLU,
+        nn.Conv2d,
+        nn.ReLU,
+        nn.MaxPool2d,
+        nn.Conv2d,
+        nn.ReLU,
+        nn.Conv2d,
+        nn.ReLU,
+        nn.Linear,
+    ]
+    convs = [m for m in cnn6.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.stride == (1, 1) for c in convs)
+
+
+def test_bnnet_blocks_are_conv_batchnorm_relu() -> None:
+    nn = torch.nn
+    features = build_model("bnnet").features
+    blocks = [m for m in features.children() if isinstance(m, nn.Sequential)]
+    assert len(blocks) == 4
+    assert all(leaf_types(block) == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] for block in blocks)
+    # the pools sit after the 28x28 block and after the two 14x14 blocks
+    assert [type(m) for m in features.children()] == [
+        nn.Sequential,
+        nn.MaxPool2d,
+        nn.Sequential,
+        nn.Sequential,
+        nn.MaxPool2d,
+        nn.Sequential,
+    ]
+
+
 def test_unknown_name_lists_the_valid_ones() -> None:
     with pytest.raises(
         PipelineError,
