@@ -88,23 +88,8 @@ def test_cnn6_is_the_seed_architecture_layer_by_layer() -> None:
     # a lost ReLU or a padding of 2 keeps the 7x7 output and the parameter count: only the layer list tells
     nn = torch.nn
     cnn6 = build_model("cnn6")
-    assert leaf_types(cnn6) == [
-        nn.Conv2d,
-        nn.ReLU,
-        nn.MaxPool2d,
-        nn.Conv2d,
-        nn.ReLU,
-        nn.Conv2d,
-        nn.ReLU,
-        nn.Conv2d,
-        nn.ReLU,
-        nn.MaxPool2d,
-        nn.Conv2d,
-        nn.ReLU,
-        nn.Conv2d,
-        nn.ReLU,
-        nn.Linear,
-    ]
+    conv, pool = [nn.Conv2d, nn.ReLU], [nn.MaxPool2d]
+    assert leaf_types(cnn6) == conv + pool + conv * 3 + pool + conv * 2 + [nn.Linear]
     convs = [m for m in cnn6.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 6
     assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.stride == (1, 1) for c in convs)
