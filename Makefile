@@ -18,7 +18,7 @@ FORMAT ?= text
 TOP ?= 1
 SMOKE_DIR ?= build/smoke
 
-.PHONY: help install repro smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers isacheck mutation clean-venv
+.PHONY: help install repro smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo verify mutation clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,7 +56,21 @@ $(VENV)/.browser: | $(VENV)/.requirements
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 	touch $@
 
-$(STAMP): $(VENV)/.requirements $(VENV)/.editable $(VENV)/.actionlint-$(ACTIONLINT_VERSION) $(PLOTS_TEMPLATE) $(VENV)/.browser
+# qemu-user 8 or newer, which `make cpu-zoo` and its test subset run our code under as other CPUs. Root with
+# apt: Debian 12 takes it from bookworm-backports, on its own mirror (its own 7.2 crashes in grid_sample);
+# newer Debian and Ubuntu from their own suites. Elsewhere bring your own: `make cpu-zoo` says how.
+QEMU_OK := $(BIN)/python -c 'import sys; from mnist_tools.cpuzoo import qemu_problem; sys.exit(bool(qemu_problem()))'
+$(VENV)/.qemu: | $(VENV)/.editable
+	if ! $(QEMU_OK) 2>/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  suite=; if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release; then suite=bookworm-backports; \
+	    mirror=$$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1); \
+	    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' "$$mirror" $$suite \
+	      /usr/share/keyrings/debian-archive-keyring.gpg > /etc/apt/sources.list.d/$$suite.sources; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq $${suite:+-t $$suite} qemu-user >/dev/null; fi
+	touch $@
+
+$(STAMP): $(VENV)/.requirements $(VENV)/.editable $(VENV)/.actionlint-$(ACTIONLINT_VERSION) $(PLOTS_TEMPLATE) $(VENV)/.browser $(VENV)/.qemu
 	touch $@
 
 install: $(STAMP) ## create .venv and install the pinned requirements
@@ -112,8 +126,11 @@ bench-quick: $(STAMP) ## the same comparison with 2-second measurements, no time
 bench-levers: $(STAMP) ## our path per model under each speed lever: NCHW/NHWC x fp32/bf16, torch.compile, 2x batch
 	python -m mnist_tools.bench --levers
 
-isacheck: $(STAMP) ## weights after 6 training steps per model under capped instruction sets: same digest = same kernels (~12 min)
-	python -m mnist_tools.isacheck
+cpu-zoo: $(STAMP) ## 3 training steps of every recipe on this CPU and 4 emulated ones (qemu-user): one weight digest per model, or exit 1 (~5 min)
+	python -m mnist_tools.cpuzoo
+
+verify: $(STAMP) ## after `make repro`: every output against HEAD's dvc.lock, reproduced or differing (wall-clock outputs apart)
+	python -m mnist_tools.verify
 
 mutation: $(STAMP) ## mutmut over the pipeline core with the unit tests: killed share per module, fails under 90%
 	python -m mnist_tools.mutation

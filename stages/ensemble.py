@@ -7,6 +7,7 @@ import pandas as pd
 
 from mnist_pipeline.cli import load_checked_params, read_logits, run, write_json
 from mnist_pipeline.data import load_split
+from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.evaluation import classification_metrics, mean_softmax
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     parser.add_argument("--metrics", required=True, type=Path, help="metrics JSON to write")
     parser.add_argument("--predictions", required=True, type=Path, help="CSV actual,predicted per test image")
     args = parser.parse_args()
-    load_checked_params(args.params)
+    pin_numerics(load_checked_params(args.params))  # the softmax below runs in the pinned kernels
     names = [path.stem for path in args.logits]
     logits = [read_logits(path, made_by=f"evaluate@{path.stem}") for path in args.logits]
     _, labels = load_split(args.test)

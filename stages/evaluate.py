@@ -10,7 +10,7 @@ import torch
 from mnist_pipeline.artifacts import load_model
 from mnist_pipeline.cli import keep_freed_memory, load_checked_params, pin_threads, run, write_json
 from mnist_pipeline.data import load_split
-from mnist_pipeline.environment import runtime_environment
+from mnist_pipeline.environment import pin_numerics, runtime_environment
 from mnist_pipeline.evaluation import classification_metrics
 from mnist_pipeline.inference import predict_logits, select_device
 from mnist_pipeline.models import MODELS, count_parameters
@@ -37,6 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     raw = load_checked_params(args.params, MODELS)
+    numerics = pin_numerics(raw)  # before torch computes anything
     params, settings = evaluate_params(raw), train_params(raw)
     pin_threads(settings.threads)
     keep_freed_memory()
@@ -56,7 +57,9 @@ def main() -> None:
         test_images=len(labels),
     )
     write_json(args.metrics, metrics)
-    write_json(args.env, runtime_environment(device, settings.threads, bf16=False))  # scores in float32
+    write_json(
+        args.env, runtime_environment(device, settings.threads, bf16=False, numerics=numerics)
+    )  # scores in float32
     write_json(
         args.timing,
         {

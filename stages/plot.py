@@ -5,8 +5,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from mnist_pipeline.cli import load_checked_params, metrics_stage, read_csv, read_json, read_logits, run
+from mnist_pipeline.cli import (
+    load_checked_params,
+    metrics_stage,
+    read_csv,
+    read_json,
+    read_logits,
+    run,
+)
 from mnist_pipeline.data import load_split
+from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.params import plot_params
 from mnist_pipeline.plotting import (
     confident_mistakes,
@@ -37,7 +45,9 @@ def main() -> None:
         "--leaderboard", required=True, type=Path, help="leaderboard CSV; a .md twin is written beside it"
     )
     args = parser.parse_args()
-    params = plot_params(load_checked_params(args.params))
+    raw = load_checked_params(args.params)
+    pin_numerics(raw)  # the softmax below runs in the pinned kernels
+    params = plot_params(raw)
     metrics = {path.stem: read_json(path, made_by=metrics_stage(path.stem)) for path in args.metrics}
     timings = {path.stem: read_json(path, made_by=f"evaluate@{path.stem}") for path in args.timing}
     histories = {path.stem: read_csv(path, made_by=f"train@{path.stem}") for path in args.history}

@@ -19,11 +19,11 @@ from mnist_pipeline.cli import (
     write_json,
 )
 from mnist_pipeline.data import load_split
-from mnist_pipeline.environment import runtime_environment
+from mnist_pipeline.environment import bit_class, pin_numerics, runtime_environment
 from mnist_pipeline.inference import select_device
 from mnist_pipeline.models import MODELS, build_model, count_parameters
 from mnist_pipeline.params import model_params, train_params, validate_seed
-from mnist_pipeline.training import fit_epochs, preprocessing_of
+from mnist_pipeline.training import fit_epochs, preprocessing_of, use_deterministic_kernels
 
 
 def main() -> None:
@@ -40,10 +40,11 @@ def main() -> None:
     args = parser.parse_args()
 
     raw = load_checked_params(args.params, MODELS)
+    numerics = pin_numerics(raw)  # before torch computes anything
     seed, settings, recipe = validate_seed(raw["seed"]), train_params(raw), model_params(raw, args.model)
     pin_threads(settings.threads)
     keep_freed_memory()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    use_deterministic_kernels()
     device = select_device(settings.device)
 
     train_path, val_path = args.data / "train.pt", args.data / "val.pt"
@@ -53,7 +54,15 @@ def main() -> None:
     torch.manual_seed(seed)  # weight initialisation
     model = preprocessing.prepare(build_model(recipe.arch).to(device))
     run_id = fingerprint(
-        recipe, seed, settings, data["train"], data["val"], package_digest(), torch.__version__, str(device)
+        recipe,
+        seed,
+        settings,
+        data["train"],
+        data["val"],
+        package_digest(),
+        torch.__version__,
+        str(device),
+        numerics,
     )
     checkpointer = FileCheckpointer(args.checkpoint, run_id)
 
@@ -80,7 +89,7 @@ def main() -> None:
     if restored:
         print(f"{args.model}: resumed after epoch {restored} from {args.checkpoint}")
 
-    environment = runtime_environment(device, settings.threads, recipe.bf16)
+    environment = runtime_environment(device, settings.threads, recipe.bf16, numerics)
     ModelFile(
         name=args.model,
         arch=recipe.arch,
@@ -89,7 +98,7 @@ def main() -> None:
         recipe=dataclasses.asdict(recipe),
         seed=seed,
         data=data,
-        environment=environment,
+        environment=bit_class(environment),  # what decides the bits; the CPU's name goes to --env
         epochs_run=len(epoch.history),
         best_epoch=epoch.best_epoch,
     ).save(args.out)

@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_pipeline.environment import PORTABLE_ENV
 from mnist_tools.smoke import git
+
+# Stages pin their CPU kernels before torch computes anything (params.yaml's numerics: portable). Tests call
+# stage mains in this process too, so the whole test process takes the portable caps before its first kernel.
+os.environ.update(PORTABLE_ENV)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The folder of the four official .gz files that .ci/with_mirror serves; the same default.

@@ -110,7 +110,7 @@ class ModelFile:
     recipe: dict[str, Any]  # models.<name> of params.yaml as trained, defaults filled in
     seed: int
     data: dict[str, str]  # split ("train", "val") → md5 of data/processed/<split>.pt, as dvc.lock records it
-    environment: dict[str, Any]  # environment.runtime_environment() of the training run
+    environment: dict[str, Any]  # environment.bit_class() of the training run: what decided its bits
     epochs_run: int
     best_epoch: int  # the epoch whose weights these are (best val accuracy)
 

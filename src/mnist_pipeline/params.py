@@ -19,6 +19,7 @@ T = TypeVar("T")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+NUMERICS = ("portable", "native")  # environment.apply_numerics says what each pins
 
 
 class ParamsError(PipelineError):
@@ -196,6 +197,13 @@ def validate_seed(seed: Any) -> int:
     return seed
 
 
+def numerics_param(raw: dict[str, Any]) -> str:
+    """The top-level numerics mode: portable (the same bits on every x86-64 AVX2 CPU) or native."""
+    mode = _check_type("numerics", _section(raw, "numerics"), str)
+    _choice("numerics", mode, NUMERICS)
+    return mode
+
+
 MNIST_TRAIN_SIZE = 60_000
 
 
@@ -303,7 +311,7 @@ def guard_params(raw: dict[str, Any]) -> GuardParams:
     return params
 
 
-SECTIONS = ("seed", "download", "preprocess", "train", "models", "evaluate", "plot", "guard")
+SECTIONS = ("seed", "numerics", "download", "preprocess", "train", "models", "evaluate", "plot", "guard")
 
 
 def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None) -> None:
@@ -316,6 +324,7 @@ def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None
                 f"unknown section {key}{hint} in params.yaml; valid sections: {', '.join(SECTIONS)}"
             )
     validate_seed(_section(raw, "seed"))
+    numerics_param(raw)
     download_params(raw)
     preprocess_params(raw)
     train_params(raw)

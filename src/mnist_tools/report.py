@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_pipeline.cli import run
-from mnist_pipeline.environment import COMPARED, ENV_DIR, describe
+from mnist_pipeline.environment import COMPARED, ENV_DIR, bit_class, describe
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import guard_params, load_params
 
@@ -143,8 +143,17 @@ def _machines(envs: dict[str, dict]) -> list[str]:
     return sorted(seen.values())
 
 
+def _bit_classes(envs: dict[str, dict]) -> list[dict]:
+    """The distinct bit classes (environment.bit_class) among records."""
+    seen: dict[str, dict] = {}
+    for env in envs.values():
+        cls = bit_class(env)
+        seen.setdefault(json.dumps(cls, sort_keys=True, default=str), cls)
+    return list(seen.values())
+
+
 def environment_section(base_envs: dict[str, dict], head_envs: dict[str, dict], max_drop_pp: float) -> str:
-    """Markdown: whether base and head results came from the same environment, read against measured noise."""
+    """Markdown: whether base and head results are comparable bit for bit, and if not, what differs."""
     noise = guard_sentence(max_drop_pp)
     base, head = _machines(base_envs), _machines(head_envs)
     if not base and not head:
@@ -155,15 +164,30 @@ def environment_section(base_envs: dict[str, dict], head_envs: dict[str, dict], 
             f"### Environment\n\nOnly the {known} records its machine: {'; '.join(head or base)}. "
             f"The other side's results may come from another CPU. {noise}\n"
         )
-    if base == head:
+    sides = f"- base: {'; '.join(base)}\n- head: {'; '.join(head)}\n"
+    base_classes, head_classes = _bit_classes(base_envs), _bit_classes(head_envs)
+    if len(base_classes) == 1 and base_classes == head_classes:
         return (
-            f"### Environment\n\nBase and head results come from the same environment ({'; '.join(head)}): "
-            f"differences are the change's own.\n"
+            "### Environment: comparable bit for bit\n\nBase and head ran the same numerics mode, torch "
+            "and threads (and, in native numerics, the same CPU type), so a model whose code, params and "
+            "data did not change has the same numbers on both sides, and every difference is the change's "
+            "own.\n\n"
+            f"{sides}"
         )
+    fields = sorted(
+        {
+            key
+            for b in base_classes
+            for h in head_classes
+            for key in b.keys() | h.keys()
+            if b.get(key) != h.get(key)
+        }
+        | ({"mixed within a side"} if len(base_classes) > 1 or len(head_classes) > 1 else set())
+    )
     return (
-        "### ⚠️ Environment differs\n\nBase and head results were produced on different machines or kernels, "
-        "so every model may differ slightly even where nothing changed.\n\n"
-        f"- base: {'; '.join(base)}\n- head: {'; '.join(head)}\n\n{noise}\n"
+        "### ⚠️ Not comparable bit for bit\n\nBase and head results differ in what decides their bits "
+        f"({', '.join(fields)}), so every model may differ slightly even where nothing changed.\n\n"
+        f"{sides}\n{noise}\n"
     )
 
 

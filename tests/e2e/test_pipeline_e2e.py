@@ -145,6 +145,40 @@ def test_forced_rerun_is_byte_identical(repo: Path) -> None:
     )
 
 
+def test_verify_reports_a_reproduced_run_and_fails_on_a_differing_model(repo: Path) -> None:
+    # the smoke run is committed: a forced rerun of two models must reproduce HEAD's dvc.lock
+    dvc(repo, "repro", "-f", "-s", "train@lenet", "train@mlp")
+    dvc(repo, "repro")
+    verified = tool(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    lines = verified.stdout.splitlines()
+    assert "reproduced  models/lenet.pt  (train@lenet)" in lines
+    assert "reproduced  data/logits/mlp.pt  (evaluate@mlp)" in lines
+    assert "reproduced  metrics/ensemble.json  (ensemble)" in lines
+    assert "  reproduced  plots/train/lenet.csv  (train@lenet)" not in lines  # listed apart, never compared
+    assert any(line.endswith("plots/train/lenet.csv  (train@lenet)") for line in lines)
+    compared = [line for line in lines[: lines.index("")]]
+    assert lines[-1] == f"{len(compared)} of {len(compared)} outputs reproduced bit for bit"
+    # a commit whose lenet came out otherwise (another CPU, say): this workspace does not reproduce it
+    lock = (repo / "dvc.lock").read_text()
+    md5 = hashlib.md5((repo / "models" / "lenet.pt").read_bytes()).hexdigest()
+    (repo / "dvc.lock").write_text(lock.replace(md5, "0" * 32))
+    git(repo, "commit", "-q", "-am", "lenet from elsewhere")
+    (repo / "dvc.lock").write_text(lock)
+    differs = tool(repo, "verify")
+    assert differs.returncode == 1
+    assert "differs     models/lenet.pt  (train@lenet)" in differs.stdout.splitlines()
+    assert differs.stdout.splitlines()[-1].endswith("; 1 did not: models/lenet.pt")
+    # outputs that are not those of a finished run: one error line
+    (repo / "models" / "mlp.pt").unlink()
+    unfinished = tool(repo, "verify")
+    assert unfinished.returncode == 2
+    assert unfinished.stderr == (
+        "error: the workspace's outputs are not those of a finished run (train@mlp: `dvc status` lists them) "
+        "(fix: run `make repro` first)\n"
+    )
+
+
 def test_changing_one_lr_reruns_only_that_model(repo: Path) -> None:
     git(repo, "checkout", "-q", "-b", "tune-lenet")
     old_lr = yaml.safe_load((repo / "params.yaml").read_text())["models"]["lenet"]["lr"]

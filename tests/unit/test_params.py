@@ -28,6 +28,7 @@ from mnist_pipeline.params import (
     load_params,
     model_names,
     model_params,
+    numerics_param,
     plot_params,
     preprocess_params,
     suggest,
@@ -36,7 +37,7 @@ from mnist_pipeline.params import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = "seed, download, preprocess, train, models, evaluate, plot, guard"
+SECTIONS = "seed, numerics, download, preprocess, train, models, evaluate, plot, guard"
 TRAIN_KEYS = "device, threads, eval_batch_size"
 # The smallest recipe: only the required keys, each at the edge the validator accepts.
 MINIMAL = {"arch": "lenet", "optimizer": "sgd", "lr": 0.1, "batch_size": 2, "epochs": 3}
@@ -421,6 +422,29 @@ def test_unknown_device(raw: dict) -> None:
 def test_bad_seed(raw: dict, seed: object, expected: str) -> None:
     raw["seed"] = seed
     assert error_of(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("numerics", "expected"),
+    [
+        ("fast", "numerics = 'fast' is not valid; choose one of: native, portable"),
+        ("Portable", "numerics = 'Portable' is not valid; choose one of: native, portable"),
+        (True, "numerics = True is a bool; it must be a str"),
+    ],
+)
+def test_bad_numerics(raw: dict, numerics: object, expected: str) -> None:
+    raw["numerics"] = numerics
+    assert error_of(raw) == expected
+
+
+@pytest.mark.parametrize("numerics", ["portable", "native"])
+def test_numerics_accepted(raw: dict, numerics: str) -> None:
+    raw["numerics"] = numerics
+    assert numerics_param(raw) == numerics
+
+
+def test_committed_numerics_are_portable(raw: dict) -> None:
+    assert numerics_param(raw) == "portable"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345])

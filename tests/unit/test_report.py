@@ -179,26 +179,56 @@ AMX = {
     "torch": "2.14.1",
     "device": "cpu",
     "threads": 2,
+    "numerics": "native",
     "cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
+    "cpu_id": "family 6 model 143 stepping 8",
     "aten_cpu_capability": "AVX512",
-    "onednn_max_cpu_isa": "default",
-    "mkl_cbwr": "default",
+    "onednn_isa": "Intel AVX-512 with Intel AMX",
+    "mkl_cbwr": "BRANCH_OFF",
     "bf16_instructions": "amx",
-    "portable": False,
 }
-EPYC = AMX | {"cpu_model": "AMD EPYC", "aten_cpu_capability": "AVX2", "bf16_instructions": "none"}
+EPYC = AMX | {
+    "cpu_model": "AMD EPYC",
+    "cpu_id": "family 25 model 1 stepping 1",
+    "aten_cpu_capability": "AVX2",
+    "onednn_isa": "Intel AVX2",
+    "bf16_instructions": "none",
+}
+PORTABLE = {
+    "numerics": "portable",
+    "aten_cpu_capability": "AVX2",
+    "onednn_isa": "Intel AVX2",
+    "mkl_cbwr": "COMPATIBLE",
+}
 
 
-def test_environment_section_reads_differences_against_noise() -> None:
+def test_environment_section_says_whether_the_sides_compare_bit_for_bit() -> None:
     same = environment_section({"a": AMX}, {"a": AMX, "b": AMX}, 0.2)
-    assert "same environment (Intel(R) Xeon(R) Platinum 8480+, ATen AVX512, bf16 via amx, 2 threads" in same
+    assert same.startswith("### Environment: comparable bit for bit")
+    assert (
+        "- head: Intel(R) Xeon(R) Platinum 8480+ (family 6 model 143 stepping 8), native numerics: "
+        "ATen AVX512" in same
+    )
     differs = environment_section({"a": AMX}, {"a": EPYC}, 0.2)
-    assert differs.startswith("### ⚠️ Environment differs")
-    assert "- base: Intel(R) Xeon(R) Platinum 8480+, ATen AVX512, bf16 via amx" in differs
-    assert "- head: AMD EPYC, ATen AVX2, bf16 via none" in differs
+    assert differs.startswith("### ⚠️ Not comparable bit for bit")
+    assert "(aten_cpu_capability, bf16_instructions, cpu_id, onednn_isa)" in differs
+    assert (
+        "- base: Intel(R) Xeon(R) Platinum 8480+ (family 6 model 143 stepping 8), native numerics" in differs
+    )
+    assert "- head: AMD EPYC (family 25 model 1 stepping 1), native numerics: ATen AVX2" in differs
     assert "falls by more than 0.2 pp" in differs
     assert "Neither side records" in environment_section({}, {}, 0.2)
     assert "Only the head records its machine: AMD EPYC" in environment_section({}, {"a": EPYC}, 0.2)
+    # portable numerics: the Xeon and the EPYC compare bit for bit; portable against native does not
+    portable = environment_section({"a": AMX | PORTABLE}, {"a": EPYC | PORTABLE}, 0.2)
+    assert portable.startswith("### Environment: comparable bit for bit")
+    assert "- head: AMD EPYC (family 25 model 1 stepping 1), portable numerics, bf16 via none" in portable
+    mixed = environment_section({"a": AMX | PORTABLE}, {"a": AMX | PORTABLE, "b": AMX}, 0.2)
+    assert mixed.startswith("### ⚠️ Not comparable bit for bit") and "mixed within a side" in mixed
+    torch_moved = environment_section(
+        {"a": EPYC | PORTABLE}, {"a": EPYC | PORTABLE | {"torch": "2.15.0"}}, 0.2
+    )
+    assert "(torch)" in torch_moved
 
 
 def test_cpu_id_tells_epyc_generations_apart() -> None:
@@ -214,13 +244,15 @@ def test_cpu_id_tells_epyc_generations_apart() -> None:
     described = {
         name: describe(EPYC | {"cpu_id": cpu_id(text)}) for name, text in (("zen1", zen1), ("zen3", zen3))
     }
-    assert described["zen3"].startswith("AMD EPYC (family 25 model 1 stepping 1), ATen AVX2")
+    assert described["zen3"].startswith("AMD EPYC (family 25 model 1 stepping 1), native numerics: ATen AVX2")
     # two EPYCs that the VM names alike still show as different machines in the PR summary
     differs = environment_section(
         {"a": EPYC | {"cpu_id": cpu_id(zen1)}}, {"a": EPYC | {"cpu_id": cpu_id(zen3)}}, 0.2
     )
     assert (
-        differs.startswith("### ⚠️ Environment differs") and "family 23" in differs and "family 25" in differs
+        differs.startswith("### ⚠️ Not comparable bit for bit")
+        and "family 23" in differs
+        and "family 25" in differs
     )
 
 
@@ -235,7 +267,8 @@ def test_summary_compares_the_committed_environment_records(two_commits) -> None
     assert recorded_environments("HEAD~1", repo) == {"metrics/env/train/lenet.json": AMX}
     result = report(repo, "summary")
     assert result.returncode == 0, result.stderr
-    assert "### ⚠️ Environment differs" in result.stdout and "- head: AMD EPYC, ATen AVX2" in result.stdout
+    assert "### ⚠️ Not comparable bit for bit" in result.stdout
+    assert "- head: AMD EPYC (family 25 model 1 stepping 1), native numerics: ATen AVX2" in result.stdout
 
 
 def test_workflow_checks_the_lock_and_the_remote_first_and_writes_them_atop_the_summary() -> None:

@@ -46,6 +46,27 @@ def test_resnet18_convs_include_the_tiny_maps() -> None:
     assert len(CONVS) >= 10
 
 
+def test_the_dense_path_multiplies_no_padding_on_resnet18s_tiny_maps() -> None:
+    # Each (output pixel, input pixel) pair of the dense matrix is one tap that touches the image: on
+    # layer3's and layer4's maps every pair is within reach, so the GEMM does exactly the useful taps
+    # (16 of the 36 a 3x3 kernel does on a 2x2 map; 4 of 9 at stride 2; 1 of 9 on a 1x1 map).
+    for _, _, k, stride, pad, size in CONVS:
+        if size > smallconv.MAX_INPUT_PIXELS**0.5 or k == 1:
+            continue
+        out = (size + 2 * pad - k) // stride + 1
+        index = smallconv.tap_index((size, size), (out, out), (k, k), (stride, stride), (pad, pad))
+        useful = sum(
+            1
+            for r in range(out)
+            for q in range(out)
+            for i in range(k)
+            for j in range(k)
+            if 0 <= r * stride + i - pad < size and 0 <= q * stride + j - pad < size
+        )
+        assert (index < k * k).all(), (size, stride)  # no pair out of reach: no zero in the matrix
+        assert len(index) == useful  # pairs computed == taps on the image, per (in, out) channel pair
+
+
 def dense_taken(y: torch.Tensor) -> bool:
     """Whether y came out of dense_conv2d (its last step permutes the GEMM's rows to (N, O, OH, OW))."""
     return type(y.grad_fn).__name__ == "PermuteBackward0"

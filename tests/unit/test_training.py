@@ -250,6 +250,9 @@ def test_adam_kinds_take_lr_and_weight_decay(name: str, cls: type) -> None:
     group = opt.param_groups[0]
     assert (group["lr"], group["weight_decay"], group["betas"]) == (0.003, 0.02, (0.9, 0.999))
     assert group["params"] == list(model.parameters())
+    # the fused kernel: its square root is the CPU's IEEE instruction, where foreach's large ones come from
+    # MKL's VML and round differently per CPU (the CPU zoo test catches that end to end)
+    assert group["fused"] is True
 
 
 def scheduled(recipe: ModelParams, steps_per_epoch: int, steps: int) -> list[tuple[float, Any]]:

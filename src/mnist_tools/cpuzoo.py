@@ -1,0 +1,188 @@
+"""Do results depend on the CPU? The first training steps of each recipe on this CPU and on emulated ones.
+
+    python -m mnist_tools.cpuzoo [--models lenet,cnn6] [--cpus native,Haswell-v4] [--steps 3]
+                                 [--numerics portable|native] [--jobs 2]
+
+Each CPU runs in a fresh process: `native` on this machine's CPU, any other name under qemu-user
+(`qemu-x86_64 -cpu NAME`, QEMU 8 or newer), which makes our own Python and torch see that CPU's
+CPUID, so ATen, oneDNN and MKL pick the kernels they would pick there. The process applies the
+numerics mode the way the stages do (params.yaml's, or --numerics), then trains each committed
+recipe for a few steps through the train stage's loop (fit_epochs: augmentation, schedule, EMA,
+optimizer) on one seeded batch and prints a digest of the weights. Equal digests, equal bits. The
+table is model x CPU; under portable numerics any difference exits 1. QEMU's TCG has no AVX-512,
+so the emulated CPUs run their AVX2 paths, which portable asks of every CPU anyway; native numerics
+on an AVX-512 CPU are expected to differ from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from mnist_pipeline.cli import run
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.params import NUMERICS, load_params, model_names, numerics_param
+
+# Two Intel and two AMD server generations; QEMU's names (`qemu-x86_64 -cpu help`).
+DEFAULT_CPUS = ("native", "Haswell-v4", "Skylake-Server", "EPYC-Rome", "EPYC-Milan")
+QEMU = "qemu-x86_64"
+QEMU_MIN_MAJOR = 8  # 7.2 (Debian 12's own) crashes in grid_sample's AVX2 gather
+QEMU_HOWTO = (
+    "install qemu-user 8 or newer (Debian 12: apt-get install -t bookworm-backports qemu-user; "
+    "Ubuntu 24.04 and Debian 13: apt-get install qemu-user), or run `make install` as root"
+)
+
+
+def train_steps(name: str, steps: int, params_path: Path) -> dict:
+    """Train the committed recipe of model name for a few seeded steps of the train stage's loop.
+
+    fit_epochs runs `steps` epochs of one batch each, on one batch of seeded random images and labels
+    (augmentation, schedule, EMA and bf16 as the recipe says), scoring two images after each. Returns
+    a digest of the final weights and the median milliseconds per epoch (one step plus that tiny val
+    pass). The caller has applied the numerics mode already.
+    """
+    import dataclasses
+
+    import torch
+
+    from mnist_pipeline.models import build_model
+    from mnist_pipeline.params import model_params, train_params
+    from mnist_pipeline.training import fit_epochs, preprocessing_of, use_deterministic_kernels
+
+    raw = load_params(params_path)
+    recipe, settings = model_params(raw, name), train_params(raw)
+    recipe = dataclasses.replace(recipe, epochs=steps, clean_epochs=0, patience=0)
+    torch.set_num_threads(settings.threads)
+    use_deterministic_kernels()  # as the train stage sets them
+    torch.manual_seed(0)
+    model = preprocessing_of(recipe).prepare(build_model(recipe.arch))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (recipe.batch_size + 2, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (recipe.batch_size + 2,), generator=generator)
+    train, val = (images[:-2], labels[:-2]), (images[-2:], labels[-2:])
+    seconds = [epoch.row["seconds"] for epoch in fit_epochs(model, recipe, train, val, 0, 2)]
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return {
+        "digest": digest.hexdigest()[:12],
+        "ms_per_step": 1000 * statistics.median(seconds[1:] or seconds),
+    }
+
+
+def child(models: list[str], steps: int, params_path: Path, numerics: str) -> None:
+    """In this (possibly emulated) process: apply the numerics mode, then print one JSON line per model."""
+    import torch
+
+    from mnist_pipeline.environment import apply_numerics, runtime_environment
+    from mnist_pipeline.params import train_params
+
+    apply_numerics(numerics)
+    threads = train_params(load_params(params_path)).threads
+    print(json.dumps({"environment": runtime_environment(torch.device("cpu"), threads, False, numerics)}))
+    for name in models:
+        print(json.dumps({"model": name} | train_steps(name, steps, params_path)), flush=True)
+
+
+def qemu_problem() -> str | None:
+    """Why qemu-user cannot emulate CPUs here (missing or older than QEMU_MIN_MAJOR), else None."""
+    if shutil.which(QEMU) is None:
+        return f"{QEMU} not found"
+    version = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"version ((\d+)\.[\d.]+)", version)
+    if not found or int(found.group(2)) < QEMU_MIN_MAJOR:
+        return f"{QEMU} {found.group(1) if found else 'of unknown version'} is older than {QEMU_MIN_MAJOR}"
+    return None
+
+
+def run_cpu(cpu: str, models: list[str], steps: int, params_path: Path, numerics: str) -> dict:
+    """Every model's digest on one CPU (native, or a QEMU model name), from one fresh process."""
+    command = [sys.executable, "-m", "mnist_tools.cpuzoo", "--child", "--models", ",".join(models)]
+    command += ["--steps", str(steps), "--params", str(params_path), "--numerics", numerics]
+    if cpu != "native":
+        command = [QEMU, "-cpu", cpu, *command]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if "TCG doesn't support" not in line]
+        last = lines[-1] if lines else f"exit status {result.returncode}"
+        raise PipelineError(
+            f"the {cpu} process failed: {last} (fix: run `{' '.join(command)}` to see it all)"
+        )
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {"environment": rows[0]["environment"], "models": {row["model"]: row for row in rows[1:]}}
+
+
+def zoo_table(models: list[str], cpus: list[str], results: dict[str, dict]) -> tuple[str, list[str]]:
+    """Markdown table model x CPU (digest, ms per step) and the models whose digests differ."""
+    rows = ["| model | " + " | ".join(cpus) + " | same |", "|---|" + "---|" * (len(cpus) + 1)]
+    differing = []
+    for name in models:
+        cells = [results[cpu]["models"][name] for cpu in cpus]
+        same = len({cell["digest"] for cell in cells}) == 1
+        differing += [] if same else [name]
+        shown = [f"`{cell['digest']}` {cell['ms_per_step']:.0f} ms" for cell in cells]
+        rows.append(f"| {name} | " + " | ".join(shown) + f" | {'yes' if same else '**no**'} |")
+    return "\n".join(rows), differing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", help="comma-separated model names (default: every model in --params)")
+    parser.add_argument(
+        "--cpus", default=",".join(DEFAULT_CPUS), help="native and/or QEMU CPU models, comma-separated"
+    )
+    parser.add_argument("--steps", type=int, default=3, help="training steps per model")
+    parser.add_argument("--numerics", choices=NUMERICS, help="default: params.yaml's numerics")
+    parser.add_argument("--jobs", type=int, default=2, help="CPUs emulated at once")
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file with the recipes"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    raw = load_params(args.params)
+    models = args.models.split(",") if args.models else model_names(raw)
+    unknown = [name for name in models if name not in model_names(raw)]
+    if unknown:
+        raise PipelineError(
+            f"no model {', '.join(unknown)} in {args.params} (fix: choose from {', '.join(model_names(raw))})"
+        )
+    numerics = args.numerics or numerics_param(raw)
+    if args.child:
+        child(models, args.steps, args.params, numerics)
+        return
+
+    cpus = args.cpus.split(",")
+    problem = qemu_problem() if any(cpu != "native" for cpu in cpus) else None
+    if problem:
+        raise PipelineError(f"{problem} (fix: {QEMU_HOWTO})")
+    print(f"{args.steps} training steps per model, numerics {numerics}; cell: weight digest, ms per step")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {cpu: pool.submit(run_cpu, cpu, models, args.steps, args.params, numerics) for cpu in cpus}
+        results = {cpu: future.result() for cpu, future in futures.items()}
+    table, differing = zoo_table(models, cpus, results)
+    print(table)
+    print("\nwhat each process dispatched to:")
+    for cpu in cpus:
+        env = results[cpu]["environment"]
+        print(
+            f"- {cpu}: ATen {env['aten_cpu_capability']}, oneDNN {env['onednn_isa']}, MKL {env['mkl_cbwr']}, "
+            f"{env['threads']} threads, torch {env['torch']}"
+        )
+    if differing and numerics == "portable":
+        print(f"\nportable numerics differ between CPUs for: {', '.join(differing)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run(main)
