@@ -38,6 +38,7 @@ from torchvision import datasets, transforms
 
 from mnist_pipeline.cli import keep_freed_memory, run
 from mnist_pipeline.data import load_raw
+from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.inference import Preprocessing, predict_logits
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import ModelParams, load_params, model_names, model_params
@@ -336,13 +337,14 @@ def main() -> None:
         help="only our path, every model: format x precision, torch.compile, 2x batch",
     )
     args = parser.parse_args()
+    params = load_params(args.params)
+    numerics = pin_numerics(params)  # the committed numerics, for both ways, before any kernel runs
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the train stage runs; process-wide, so the seeds' way runs with it too
-    params = load_params(args.params)
     if args.min_run_time is None:
         args.min_run_time = 2.0 if args.quick else 10.0
     header = (
-        f"torch {torch.__version__}, {args.threads} threads, "
+        f"torch {torch.__version__}, {args.threads} threads, numerics {numerics}, "
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}; median images/s while training "
         f"±half the IQR, torch.utils.benchmark, {args.min_run_time:g} s per rate"
     )

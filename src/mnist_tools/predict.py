@@ -30,6 +30,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from mnist_pipeline.artifacts import ModelFile, load_model
 from mnist_pipeline.cli import run
+from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.inference import predict_logits
 from mnist_pipeline.params import load_params, model_names
@@ -293,6 +294,8 @@ def main() -> None:
         parser.error(f"--top {args.top}: must be between 1 and 10")
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.params.is_file():  # the kernels the evaluate stage scored with; native outside a project
+        pin_numerics(load_params(args.params))
     paths = collect_images(args.images)
     members = load_members(args.model, args.params, args.models_dir)
     writer = Writer(args.format, args.top)

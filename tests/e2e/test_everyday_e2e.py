@@ -98,6 +98,8 @@ def test_pr_summary_includes_the_smoke_run(repo: Path) -> None:
     accuracy = json.loads((repo / "metrics" / "bnnet.json").read_text())["accuracy"]
     assert f"{accuracy}" in smoke
     assert "No params changed." in result.stdout
-    # train and evaluate record their machine, so the summary can say both sides ran on the same one
-    cpu = json.loads((repo / "metrics" / "env" / "train" / "bnnet.json").read_text())["cpu_model"]
-    assert "Base and head results come from the same environment (" in result.stdout and cpu in result.stdout
+    # train and evaluate record machine and numerics: the summary says both sides compare bit for bit
+    env = json.loads((repo / "metrics" / "env" / "train" / "bnnet.json").read_text())
+    assert env["numerics"] == "portable"
+    assert "### Environment: comparable bit for bit" in result.stdout
+    assert f"- head: {env['cpu_model']} ({env['cpu_id']}), portable numerics" in result.stdout

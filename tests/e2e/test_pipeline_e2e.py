@@ -174,8 +174,8 @@ def test_verify_reports_a_reproduced_run_and_fails_on_a_differing_model(repo: Pa
     unfinished = tool(repo, "verify")
     assert unfinished.returncode == 2
     assert unfinished.stderr == (
-        "error: the workspace's outputs are not those of a finished run (train@mlp: `dvc status` lists them) "
-        "(fix: run `make repro` first)\n"
+        "error: the workspace's outputs are not those of a finished run (evaluate@mlp, train@mlp: "
+        "`dvc status` lists them) (fix: run `make repro` first)\n"
     )
 
 
