@@ -294,7 +294,8 @@ def main() -> None:
         parser.error(f"--top {args.top}: must be between 1 and 10")
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.params.is_file():  # the kernels the evaluate stage scored with; native outside a project
+    # the kernels the evaluate stage scored with; the CPU's own where the params file sets none
+    if args.params.is_file() and "numerics" in load_params(args.params):
         pin_numerics(load_params(args.params))
     paths = collect_images(args.images)
     members = load_members(args.model, args.params, args.models_dir)
