@@ -295,8 +295,9 @@ def main() -> None:
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
     # the kernels the evaluate stage scored with; the CPU's own where the params file sets none
-    if args.params.is_file() and "numerics" in load_params(args.params):
-        pin_numerics(load_params(args.params))
+    project = load_params(args.params) if args.params.is_file() else {}
+    if "numerics" in project:
+        pin_numerics(project)
     paths = collect_images(args.images)
     members = load_members(args.model, args.params, args.models_dir)
     writer = Writer(args.format, args.top)
