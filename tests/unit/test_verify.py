@@ -8,9 +8,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import load_params, model_names
 from mnist_tools.lockcheck import LockedFile
-from mnist_tools.verify import TIMED_OUTPUTS, Outcome, compare_outputs, is_timed, report, unfinished_stages
+from mnist_tools.smoke import git
+from mnist_tools.verify import (
+    TIMED_OUTPUTS,
+    Outcome,
+    committed_lock,
+    compare_outputs,
+    is_timed,
+    report,
+    unfinished_stages,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,3 +117,15 @@ def test_unfinished_stages_come_from_dvc_status() -> None:
     status = {"train@lenet": [{"changed outs": {"models/lenet.pt": "deleted"}}], "dvc.yaml:plot": ["changed"]}
     assert unfinished_stages(status) == ["plot", "train@lenet"]
     assert unfinished_stages({}) == []
+
+
+def test_a_revision_without_a_lock_is_one_error_naming_the_fix(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    git(tmp_path, "add", "dvc.lock")
+    git(tmp_path, "commit", "-q", "-m", "lock")
+    assert committed_lock("HEAD", tmp_path) == {"schema": "2.0", "stages": {}}
+    with pytest.raises(PipelineError) as error:
+        committed_lock("no-such-rev", tmp_path)
+    assert str(error.value).startswith("`git show no-such-rev:dvc.lock` failed: fatal: ")
+    assert str(error.value).endswith("(fix: name a commit that has a dvc.lock)")
