@@ -126,7 +126,7 @@ bench-quick: $(STAMP) ## the same comparison with 2-second measurements, no time
 bench-levers: $(STAMP) ## our path per model under each speed lever: NCHW/NHWC x fp32/bf16, torch.compile, 2x batch
 	python -m mnist_tools.bench --levers
 
-cpu-zoo: $(STAMP) ## 3 training steps of every recipe on this CPU and 4 emulated ones (qemu-user): one weight digest per model, or exit 1 (10-14 min)
+cpu-zoo: $(STAMP) ## 3 training steps of every recipe on this CPU and 4 emulated ones (qemu-user): one digest per model (weights and predictions), or exit 1 (10-14 min)
 	python -m mnist_tools.cpuzoo
 
 verify: $(STAMP) ## after `make repro`: every output against HEAD's dvc.lock, reproduced or differing (wall-clock outputs apart)

@@ -1,4 +1,4 @@
-"""Stage evaluate@<model>: test-set metrics JSON, per-image predictions and per-class accuracy CSVs."""
+"""Stage evaluate@<model>: test metrics JSON, predictions and per-class CSVs, val and test logits."""
 
 import argparse
 import time
@@ -12,7 +12,7 @@ from mnist_pipeline.cli import keep_freed_memory, load_checked_params, pin_threa
 from mnist_pipeline.data import load_split
 from mnist_pipeline.environment import pin_numerics, runtime_environment
 from mnist_pipeline.evaluation import classification_metrics
-from mnist_pipeline.inference import predict_logits, select_device
+from mnist_pipeline.inference import predict_logits, score, select_device
 from mnist_pipeline.models import MODELS, count_parameters
 from mnist_pipeline.params import evaluate_params, train_params
 
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument(
         "--model-file", required=True, type=Path, help="train stage output (models/<model>.pt)"
     )
+    parser.add_argument("--val", required=True, type=Path, help="val split (data/processed/val.pt)")
     parser.add_argument("--test", required=True, type=Path, help="test split (data/processed/test.pt)")
     parser.add_argument("--metrics", required=True, type=Path, help="metrics JSON to write")
     parser.add_argument(
@@ -30,7 +31,9 @@ def main() -> None:
     )
     parser.add_argument("--predictions", required=True, type=Path, help="CSV actual,predicted per test image")
     parser.add_argument("--per-class", required=True, type=Path, help="CSV digit,accuracy")
-    parser.add_argument("--logits", required=True, type=Path, help="test logits (N, 10) for the ensemble")
+    parser.add_argument(
+        "--logits", required=True, type=Path, help="val and test logits, (N, 10) each, for the ensemble"
+    )
     parser.add_argument(
         "--env", required=True, type=Path, help="JSON of the machine and kernels that scored it"
     )
@@ -46,24 +49,29 @@ def main() -> None:
     images, labels = load_split(args.test)
 
     start = time.perf_counter()
-    logits = predict_logits(model, images, params.batch_size, record.preprocessing)
+    logits = predict_logits(model, images, params.batch_size, record.preprocessing, record.test_shifts)
     seconds = time.perf_counter() - start
+    val_images, val_labels = load_split(args.val)  # the ensemble stage chooses its members on these
+    val_logits = predict_logits(
+        model, val_images, params.batch_size, record.preprocessing, record.test_shifts
+    )
 
     metrics = classification_metrics(logits, labels)
     metrics.update(
         parameters=count_parameters(model),
         epochs_run=record.epochs_run,
         best_epoch=record.best_epoch,
+        val_accuracy=round(score(val_logits, val_labels)["accuracy"], 6),
+        test_shifts=record.test_shifts,  # chosen on val by the train stage
         test_images=len(labels),
     )
     write_json(args.metrics, metrics)
-    write_json(
-        args.env, runtime_environment(device, settings.threads, bf16=False, numerics=numerics)
-    )  # scores in float32
+    scored_in = runtime_environment(device, settings.threads, bf16=False, numerics=numerics)  # float32
+    write_json(args.env, scored_in)
     write_json(
         args.timing,
         {
-            "inference_seconds": round(seconds, 3),
+            "inference_seconds": round(seconds, 3),  # the test split, with test-time shifts when on
             "images_per_second": round(len(labels) / seconds, 1),
             "device": str(device),
             "threads": settings.threads,
@@ -81,7 +89,7 @@ def main() -> None:
         }
     ).to_csv(args.per_class, index=False)
     args.logits.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(logits, args.logits)
+    torch.save({"val": val_logits, "test": logits}, args.logits)
     print(f"{args.model_file}: test accuracy {metrics['accuracy']:.4%}, loss {metrics['loss']:.4f}")
 
 

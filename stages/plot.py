@@ -52,7 +52,7 @@ def main() -> None:
     timings = {path.stem: read_json(path, made_by=f"evaluate@{path.stem}") for path in args.timing}
     histories = {path.stem: read_csv(path, made_by=f"train@{path.stem}") for path in args.history}
     images, labels = load_split(args.test)
-    logits = {path.stem: read_logits(path, made_by=f"evaluate@{path.stem}") for path in args.logits}
+    logits = {path.stem: read_logits(path, made_by=f"evaluate@{path.stem}")["test"] for path in args.logits}
     probs = {name: values.softmax(1).numpy() for name, values in logits.items()}
     names = list(probs)
 

@@ -20,7 +20,7 @@ from mnist_pipeline.cli import (
 )
 from mnist_pipeline.data import load_split
 from mnist_pipeline.environment import bit_class, pin_numerics, runtime_environment
-from mnist_pipeline.inference import select_device
+from mnist_pipeline.inference import choose_test_shifts, select_device
 from mnist_pipeline.models import MODELS, build_model, count_parameters
 from mnist_pipeline.params import model_params, train_params, validate_seed
 from mnist_pipeline.training import fit_epochs, preprocessing_of, use_deterministic_kernels
@@ -89,6 +89,15 @@ def main() -> None:
     if restored:
         print(f"{args.model}: resumed after epoch {restored} from {args.checkpoint}")
 
+    model.load_state_dict(epoch.best_state)
+    test_shifts, val_scores = choose_test_shifts(
+        model, recipe.test_shifts, *val_data, settings.eval_batch_size, preprocessing
+    )
+    print(
+        f"{args.model}: test-time shifts {'on' if test_shifts else 'off'} ({recipe.test_shifts}; val "
+        + ", ".join(f"{mode} {s['accuracy']:.4f}" for mode, s in val_scores.items())
+        + ")"
+    )
     environment = runtime_environment(device, settings.threads, recipe.bf16, numerics)
     ModelFile(
         name=args.model,
@@ -101,6 +110,8 @@ def main() -> None:
         environment=bit_class(environment),  # what decides the bits; the CPU's name goes to --env
         epochs_run=len(epoch.history),
         best_epoch=epoch.best_epoch,
+        test_shifts=test_shifts,
+        val_scores=val_scores,
     ).save(args.out)
     write_json(args.env, environment)
     checkpointer.remove()

@@ -19,7 +19,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.inference import Preprocessing
 from mnist_pipeline.models import MODELS, build_model
 
-MODEL_FORMAT = "mnist-pipeline-model/2"
+MODEL_FORMAT = "mnist-pipeline-model/3"  # /3: test_shifts and val_scores
 CHECKPOINT_FORMAT = "mnist-pipeline-checkpoint/1"
 
 
@@ -92,6 +92,8 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "environment": dict,
     "epochs_run": int,
     "best_epoch": int,
+    "test_shifts": bool,
+    "val_scores": dict,
 }
 
 
@@ -113,13 +115,15 @@ class ModelFile:
     environment: dict[str, Any]  # environment.bit_class() of the training run: what decided its bits
     epochs_run: int
     best_epoch: int  # the epoch whose weights these are (best val accuracy)
+    test_shifts: bool  # predict by the mean softmax over the image and its 1-pixel shifts (chosen on val)
+    val_scores: dict[str, dict[str, float]]  # "plain" / "shifted" → val accuracy and loss, as far as scored
 
     def save(self, path: Path) -> None:
         """Write the file atomically."""
         record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         record["preprocessing"] = dataclasses.asdict(self.preprocessing)
         # plain JSON values: torch.__version__, say, is a str subclass that a weights_only load refuses
-        for key in ("recipe", "data", "environment"):
+        for key in ("recipe", "data", "environment", "val_scores"):
             record[key] = json.loads(json.dumps(record[key]))
         _atomic_save({"format": MODEL_FORMAT, **record}, Path(path))
 

@@ -99,14 +99,19 @@ def read_csv(path: Path, made_by: str) -> Any:
         raise missing_input(path, made_by) from None
 
 
-def read_logits(path: Path, made_by: str) -> Any:
-    """Read the (N, 10) float32 test logits that stage made_by saved; a missing file names that stage."""
+def read_logits(path: Path, made_by: str) -> dict[str, Any]:
+    """The "val" and "test" (N, 10) float32 logits that stage made_by saved; a missing file names it."""
     import torch  # ~1 s: only for the stages that read logits
 
     try:
-        return torch.load(path, weights_only=True)
+        saved = torch.load(path, weights_only=True)
     except FileNotFoundError:
         raise missing_input(path, made_by) from None
+    if not (isinstance(saved, dict) and {"val", "test"} <= set(saved)):
+        raise PipelineError(
+            f"{path} does not hold val and test logits (fix: rerun it with `dvc repro -f {made_by}`)"
+        )
+    return saved
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

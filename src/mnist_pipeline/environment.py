@@ -25,7 +25,6 @@ from typing import Any
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import numerics_param
 
-NUMERICS = ("portable", "native")
 # Read by ATen (CPU op dispatch), oneDNN (conv, pooling) and MKL (fp32 GEMM, VML) at their first kernel.
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 # What a portable process must report: ATen's capability, oneDNN's ISA line, MKL's branch.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mnist_pipeline.errors import PipelineError
@@ -65,15 +66,87 @@ class Preprocessing:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
 
+# (dy, dx) in pixels: the image itself and its four 1-pixel shifts, for test-time shifts
+SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shift_images(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(N, H, W) images moved dy rows down and dx columns right (|dy|, |dx| <= 1), zeros shifted in."""
+    padded = F.pad(images, (1, 1, 1, 1))  # (N, H + 2, W + 2)
+    h, w = images.shape[-2:]
+    return padded[..., 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+
+
 @torch.inference_mode()
-def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int, preprocessing: Preprocessing
-) -> torch.Tensor:
-    """Logits (N, 10) float32 on the CPU for (N, 28, 28) uint8 images, in eval mode."""
+def predict_modes(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    preprocessing: Preprocessing,
+    modes: tuple[str, ...],
+) -> dict[str, torch.Tensor]:
+    """(N, 10) float32 outputs on the CPU for (N, 28, 28) uint8 images, in eval mode, per mode asked for.
+
+    "plain": the logits. "shifted": the log of the mean softmax over the image and its four 1-pixel
+    shifts (SHIFTS), log-probabilities that argmax, softmax and cross-entropy read like logits. Asked
+    for together, the image's own pass serves both.
+    """
     model.eval()
     device = next(model.parameters()).device
-    out = []
+    out: dict[str, list[torch.Tensor]] = {mode: [] for mode in modes}
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device)  # a no-op when fit() moved them already
-        out.append(model(preprocessing.input(batch)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 10)
+        logits = model(preprocessing.input(batch)).float()
+        if "plain" in out:
+            out["plain"].append(logits.cpu())
+        if "shifted" in out:
+            probs = logits.softmax(1)
+            for dy, dx in SHIFTS[1:]:
+                probs = probs + model(preprocessing.input(shift_images(batch, dy, dx))).float().softmax(1)
+            out["shifted"].append((probs / len(SHIFTS)).log().cpu())
+    return {mode: torch.cat(parts) if parts else torch.empty(0, 10) for mode, parts in out.items()}
+
+
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    preprocessing: Preprocessing,
+    test_shifts: bool = False,
+) -> torch.Tensor:
+    """Logits (N, 10) float32 on the CPU for (N, 28, 28) uint8 images, in eval mode.
+
+    With test_shifts, the log of the mean softmax over the image and its four 1-pixel shifts (SHIFTS).
+    """
+    mode = "shifted" if test_shifts else "plain"
+    return predict_modes(model, images, batch_size, preprocessing, (mode,))[mode]
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of (N, 10) logits or log-probabilities against (N,) labels."""
+    return {
+        "accuracy": (logits.argmax(1) == labels).float().mean().item(),
+        "loss": F.cross_entropy(logits.float(), labels).item(),
+    }
+
+
+def choose_test_shifts(
+    model: nn.Module,
+    setting: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    preprocessing: Preprocessing,
+) -> tuple[bool, dict[str, dict[str, float]]]:
+    """A recipe's test_shifts setting resolved on these (val) images, and the scores behind it.
+
+    "auto" scores both ways ("plain", "shifted") and shifts when that is better: higher accuracy, then
+    lower cross-entropy; a tie keeps the plain pass, 5x cheaper. "always" and "never" score their one way.
+    """
+    modes = {"auto": ("plain", "shifted"), "never": ("plain",), "always": ("shifted",)}[setting]
+    outputs = predict_modes(model, images, batch_size, preprocessing, modes)
+    scores = {mode: score(output, labels) for mode, output in outputs.items()}
+    if setting != "auto":
+        return setting == "always", scores
+    rank = {mode: (s["accuracy"], -s["loss"]) for mode, s in scores.items()}
+    return rank["shifted"] > rank["plain"], scores

@@ -19,6 +19,7 @@ T = TypeVar("T")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TEST_SHIFTS = ("auto", "never", "always")  # auto: train chooses on val (inference.choose_test_shifts)
 NUMERICS = ("portable", "native")  # environment.apply_numerics says what each pins
 
 
@@ -77,11 +78,19 @@ class ModelParams:
     bf16: bool = (
         False  # bfloat16 autocast for training forward passes; weights, loss and evaluation stay float32
     )
+    test_shifts: str = (
+        "never"  # predict by the mean softmax over the image and its 1-pixel shifts: auto|never|always
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int  # images per forward pass
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleParams:
+    rounds: int  # Caruana selection rounds: members added with replacement after the best single model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +166,7 @@ def validate_model(params: ModelParams, path: str, architectures: Iterable[str] 
         _choice(f"{path}.arch", params.arch, architectures)
     _choice(f"{path}.optimizer", params.optimizer, OPTIMIZERS)
     _choice(f"{path}.schedule", params.schedule, SCHEDULES)
+    _choice(f"{path}.test_shifts", params.test_shifts, TEST_SHIFTS)
     _require(params.lr > 0, f"{path}.lr = {params.lr} must be > 0")
     _require(
         params.batch_size >= 2, f"{path}.batch_size = {params.batch_size} must be >= 2 (BatchNorm needs 2)"
@@ -287,6 +297,15 @@ def evaluate_params(raw: dict[str, Any]) -> EvaluateParams:
     return params
 
 
+def ensemble_params(raw: dict[str, Any]) -> EnsembleParams:
+    """The ensemble: section, validated."""
+    params = build_section(EnsembleParams, _section(raw, "ensemble"), "ensemble")
+    _require(
+        params.rounds >= 0, f"ensemble.rounds = {params.rounds} must be >= 0 (0 keeps the best model alone)"
+    )
+    return params
+
+
 def plot_params(raw: dict[str, Any]) -> PlotParams:
     """The plot: section, validated."""
     params = build_section(PlotParams, _section(raw, "plot"), "plot")
@@ -311,7 +330,18 @@ def guard_params(raw: dict[str, Any]) -> GuardParams:
     return params
 
 
-SECTIONS = ("seed", "numerics", "download", "preprocess", "train", "models", "evaluate", "plot", "guard")
+SECTIONS = (
+    "seed",
+    "numerics",
+    "download",
+    "preprocess",
+    "train",
+    "models",
+    "evaluate",
+    "ensemble",
+    "plot",
+    "guard",
+)
 
 
 def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None) -> None:
@@ -331,5 +361,6 @@ def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None
     for name in model_names(raw):
         model_params(raw, name, architectures)
     evaluate_params(raw)
+    ensemble_params(raw)
     plot_params(raw)
     guard_params(raw)

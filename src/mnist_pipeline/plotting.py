@@ -108,6 +108,8 @@ def leaderboard(
                 "model": name,
                 "parameters": m.get("parameters"),
                 "test_accuracy": m["accuracy"],
+                "val_accuracy": m.get("val_accuracy"),
+                "test_shifts": m.get("test_shifts"),  # chosen on val; None for the ensemble
                 "worst_class": int(worst),
                 "worst_class_accuracy": m["per_class_accuracy"][worst],
                 "epochs": m.get("epochs_run"),
@@ -125,16 +127,19 @@ def leaderboard(
 def leaderboard_markdown(board: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table with percentages."""
     lines = [
-        "| model | parameters | test accuracy | worst class | epochs | training s | inference images/s |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| model | parameters | test accuracy | val accuracy | test-time shifts | worst class | epochs "
+        "| training s | inference images/s |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in board.itertuples():
         params = "—" if pd.isna(r.parameters) else f"{int(r.parameters):,}"
         epochs = "—" if pd.isna(r.epochs) else str(int(r.epochs))
         seconds = "—" if pd.isna(r.training_seconds) else f"{r.training_seconds:,.0f}"
         speed = "—" if pd.isna(r.inference_images_per_second) else f"{r.inference_images_per_second:,.0f}"
+        val = "—" if pd.isna(r.val_accuracy) else f"{100 * r.val_accuracy:.2f}%"
+        shifts = {True: "on", False: "off"}.get(r.test_shifts, "—")
         lines.append(
-            f"| {r.model} | {params} | {100 * r.test_accuracy:.2f}% | {r.worst_class} "
+            f"| {r.model} | {params} | {100 * r.test_accuracy:.2f}% | {val} | {shifts} | {r.worst_class} "
             f"({100 * r.worst_class_accuracy:.2f}%) | {epochs} | {seconds} | {speed} |"
         )
     return "\n".join(lines) + "\n"

@@ -8,7 +8,9 @@ Each CPU runs in a fresh process: `native` on this machine's CPU, any other name
 CPUID, so ATen, oneDNN and MKL pick the kernels they would pick there. The process applies the
 numerics mode the way the stages do (params.yaml's, or --numerics), then trains each committed
 recipe for a few steps through the train stage's loop (fit_epochs: augmentation, schedule, EMA,
-optimizer) on one seeded batch and prints a digest of the weights. Equal digests, equal bits. The
+optimizer) on one seeded batch, then predicts a few images plainly and with test-time shifts and
+fits a temperature to them, as evaluate and ensemble do; it prints a digest of the weights, the
+predictions and the temperature. Equal digests, equal bits. The
 table is model x CPU; under portable numerics any difference exits 1. QEMU's TCG has no AVX-512,
 so the emulated CPUs run their AVX2 paths, which portable asks of every CPU anyway; native numerics
 on an AVX-512 CPU are expected to differ from them.
@@ -47,12 +49,15 @@ def train_steps(name: str, steps: int, params_path: Path) -> dict:
     fit_epochs runs `steps` epochs of one batch each, on one batch of seeded random images and labels
     (augmentation, schedule, EMA and bf16 as the recipe says), scoring two images after each. Returns
     a digest of the final weights and the median milliseconds per epoch (one step plus that tiny val
-    pass). The caller has applied the numerics mode already.
+    pass); the digest also covers plain and shifted predictions of 16 images and the temperature
+    fitted to them. The caller has applied the numerics mode already.
     """
     import dataclasses
 
     import torch
 
+    from mnist_pipeline.ensembling import fit_temperature
+    from mnist_pipeline.inference import predict_modes
     from mnist_pipeline.models import build_model
     from mnist_pipeline.params import model_params, train_params
     from mnist_pipeline.training import fit_epochs, preprocessing_of, use_deterministic_kernels
@@ -69,8 +74,10 @@ def train_steps(name: str, steps: int, params_path: Path) -> dict:
     labels = torch.randint(0, 10, (recipe.batch_size + 2,), generator=generator)
     train, val = (images[:-2], labels[:-2]), (images[-2:], labels[-2:])
     seconds = [epoch.row["seconds"] for epoch in fit_epochs(model, recipe, train, val, 0, 2)]
+    outputs = predict_modes(model, images[:16], 8, preprocessing_of(recipe), ("plain", "shifted"))
+    temperature = torch.tensor(fit_temperature(outputs["plain"], labels[:16]))
     digest = hashlib.sha256()
-    for key, value in model.state_dict().items():
+    for key, value in [*model.state_dict().items(), *outputs.items(), ("temperature", temperature)]:
         digest.update(key.encode())
         digest.update(value.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return {
@@ -166,7 +173,10 @@ def main() -> None:
     problem = qemu_problem() if any(cpu != "native" for cpu in cpus) else None
     if problem:
         raise PipelineError(f"{problem} (fix: {QEMU_HOWTO})")
-    print(f"{args.steps} training steps per model, numerics {numerics}; cell: weight digest, ms per step")
+    print(
+        f"{args.steps} training steps per model, numerics {numerics}; cell: digest of the weights, their "
+        "plain and shifted predictions and a temperature fitted to them; ms per step"
+    )
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {cpu: pool.submit(run_cpu, cpu, models, args.steps, args.params, numerics) for cpu in cpus}
         results = {cpu: future.result() for cpu, future in futures.items()}

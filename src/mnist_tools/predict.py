@@ -1,7 +1,7 @@
 """Classify your own digit images with a trained model or the ensemble, preprocessed the way MNIST was made.
 
     python -m mnist_tools.predict --model models/lenet.pt a.png digits/ 'scans/*.png' [--top 3] [--format csv]
-    python -m mnist_tools.predict --ensemble digits/
+    python -m mnist_tools.predict --ensemble digits/   # the members and weights in models/ensemble.json
 
 Inputs are image files, folders (their image files, sorted by name, not recursive) or glob patterns
 (quoted ones are expanded here; ** reaches into subfolders). Image files: .png .jpg .jpeg .bmp .gif
@@ -22,6 +22,7 @@ import json
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,10 +31,11 @@ from torchvision.transforms.v2 import functional as TF
 
 from mnist_pipeline.artifacts import ModelFile, load_model
 from mnist_pipeline.cli import run
+from mnist_pipeline.ensembling import combine
 from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.inference import predict_logits
-from mnist_pipeline.params import load_params, model_names
+from mnist_pipeline.params import load_params
 
 MAX_PIXELS = 25_000_000  # larger images are refused as possible decompression bombs
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -161,17 +163,28 @@ def load_image(path: Path) -> torch.Tensor:
         raise ImageError(f"{path}: {e}") from None
 
 
-def probabilities(members: list[Member], digits: torch.Tensor) -> torch.Tensor:
-    """(N, 10) probabilities of (N, 28, 28) uint8 digits: a pass per model, averaged as the ensemble does."""
-    batch = max(len(digits), 1)
-    logits = [predict_logits(model, digits, batch, record.preprocessing) for model, record in members]
-    if len(logits) == 1:
-        return logits[0].softmax(1)
-    from mnist_pipeline.evaluation import (
-        mean_softmax,
-    )  # imports scikit-learn: 1.6 s of start-up only the ensemble pays
+@dataclass(frozen=True)
+class Ensemble:
+    """What the ensemble stage chose on val (models/ensemble.json): member weights and temperatures."""
 
-    return mean_softmax(logits).exp()  # mean of the probabilities, not of the logits
+    weights: dict[str, float]
+    temperatures: dict[str, float]
+
+
+def probabilities(
+    members: list[Member], digits: torch.Tensor, ensemble: Ensemble | None = None
+) -> torch.Tensor:
+    """(N, 10) probabilities of (N, 28, 28) uint8 digits: each model as scored (test-time shifts as its
+    file says), combined with the ensemble's weights and temperatures when there are several."""
+    batch = max(len(digits), 1)
+    logits = {
+        record.name: predict_logits(model, digits, batch, record.preprocessing, record.test_shifts)
+        for model, record in members
+    }
+    if ensemble is None:
+        (only,) = logits.values()
+        return only.softmax(1)
+    return combine(logits, ensemble.weights, ensemble.temperatures).exp()
 
 
 def rank(probs: torch.Tensor, top: int) -> list[list[tuple[int, float]]]:
@@ -191,7 +204,7 @@ def classify(
 
 
 def predict_paths(
-    paths: Iterable[Path], members: list[Member], batch_size: int, top: int
+    paths: Iterable[Path], members: list[Member], batch_size: int, top: int, ensemble: Ensemble | None = None
 ) -> Iterator[tuple[Path, list[tuple[int, float]] | ImageError]]:
     """(path, ranked digits) per image or (path, ImageError) per unreadable file, in input order.
 
@@ -201,7 +214,7 @@ def predict_paths(
 
     def flush() -> Iterator[tuple[Path, list[tuple[int, float]] | ImageError]]:
         digits = [x for _, x in pending if isinstance(x, torch.Tensor)]
-        ranked = iter(rank(probabilities(members, torch.stack(digits)), top) if digits else [])
+        ranked = iter(rank(probabilities(members, torch.stack(digits), ensemble), top) if digits else [])
         for path, x in pending:
             yield path, next(ranked) if isinstance(x, torch.Tensor) else x
         pending.clear()
@@ -219,17 +232,33 @@ def predict_paths(
     yield from flush()
 
 
-def load_members(model_file: Path | None, params_file: Path, models_dir: Path) -> list[Member]:
-    """The one model named, or every model in params.yaml for the ensemble; a missing member names the fix."""
+def read_ensemble(path: Path) -> Ensemble:
+    """The ensemble stage's choice (models/ensemble.json); a missing or malformed file names the fix."""
+    fix = "(fix: run `dvc repro ensemble`, or fetch it with `make pull`)"
+    try:
+        with path.open() as f:
+            saved = json.load(f)
+        weights, temperatures = saved["members"], saved["temperatures"]
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: stage ensemble writes it {fix}") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise PipelineError(f"{path} is not the ensemble stage's members file {fix}") from None
+    if not weights or set(weights) != set(temperatures):
+        raise PipelineError(f"{path} names no members, or members without temperatures {fix}")
+    return Ensemble(weights, temperatures)
+
+
+def load_members(model_file: Path | None, ensemble: Ensemble | None, models_dir: Path) -> list[Member]:
+    """The one model named, or the ensemble's members from models_dir; a missing member names the fix."""
     if model_file is not None:
         return [load_model(model_file)]
-    names = model_names(load_params(params_file))
+    assert ensemble is not None
     members = []
-    for name in names:
+    for name in ensemble.weights:
         path = models_dir / f"{name}.pt"
         if not path.is_file():
             raise PipelineError(
-                f"{path} not found: the ensemble averages {', '.join(names)} from {params_file} "
+                f"{path} not found: the ensemble combines {', '.join(ensemble.weights)} "
                 "(fix: train the models with `dvc repro`, or fetch them with `make pull`)"
             )
         members.append(load_model(path, made_by=f"train@{name}"))
@@ -269,10 +298,16 @@ def main() -> None:
     which.add_argument(
         "--ensemble",
         action="store_true",
-        help="average the probabilities of every model in --params, as the ensemble stage does",
+        help="combine the members the ensemble stage chose, with its weights (--members-file)",
     )
     parser.add_argument(
-        "--params", type=Path, default=Path("params.yaml"), help="params file naming the ensemble's models"
+        "--members-file",
+        type=Path,
+        default=Path("models/ensemble.json"),
+        help="the ensemble stage's members, weights and temperatures",
+    )
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file whose numerics mode to run in"
     )
     parser.add_argument(
         "--models-dir", type=Path, default=Path("models"), help="folder of the ensemble's <model>.pt files"
@@ -299,10 +334,11 @@ def main() -> None:
     if "numerics" in project:
         pin_numerics(project)
     paths = collect_images(args.images)
-    members = load_members(args.model, args.params, args.models_dir)
+    ensemble = read_ensemble(args.members_file) if args.ensemble else None
+    members = load_members(args.model, ensemble, args.models_dir)
     writer = Writer(args.format, args.top)
     failed = 0
-    for path, result in predict_paths(paths, members, args.batch_size, args.top):
+    for path, result in predict_paths(paths, members, args.batch_size, args.top, ensemble):
         if isinstance(result, ImageError):
             print(f"error: {result}", file=sys.stderr)
             failed += 1

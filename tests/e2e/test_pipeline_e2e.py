@@ -84,6 +84,35 @@ def test_smoke_ran_every_stage(template: Path) -> None:
     assert all((template / "plots" / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
 
 
+def test_the_ensemble_is_chosen_on_val_and_each_model_scored_as_its_file_says(template: Path) -> None:
+    import torch
+
+    from mnist_pipeline.artifacts import ModelFile
+
+    models = all_models(template)
+    chosen = json.loads((template / "models" / "ensemble.json").read_text())
+    metrics = json.loads((template / "metrics" / "ensemble.json").read_text())
+    assert chosen["members"] == metrics["members"] and set(chosen["members"]) <= set(models)
+    assert sum(chosen["members"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert metrics["candidates"] == sorted(models)
+    best = max(json.loads((template / "metrics" / f"{m}.json").read_text())["val_accuracy"] for m in models)
+    assert metrics["best_member_val_accuracy"] == best <= metrics["val_accuracy"]
+    assert chosen["rounds"][0] == {
+        "added": metrics["best_member"],
+        "val_accuracy": best,
+        "val_loss": chosen["rounds"][0]["val_loss"],
+    }
+    for model in models:
+        record = ModelFile.load(template / "models" / f"{model}.pt")
+        scored = json.loads((template / "metrics" / f"{model}.json").read_text())
+        assert scored["test_shifts"] is record.test_shifts
+        assert set(record.val_scores) == {"plain", "shifted"}  # every recipe says auto
+        mode = "shifted" if record.test_shifts else "plain"
+        assert scored["val_accuracy"] == round(record.val_scores[mode]["accuracy"], 6)
+        logits = torch.load(template / "data" / "logits" / f"{model}.pt", weights_only=True)
+        assert logits["val"].shape == (1000, 10) and logits["test"].shape == (10_000, 10)
+
+
 def test_make_smoke_leaves_the_workspace_untouched(smoke_run) -> None:
     assert smoke_run.changed_in_workspace == []
 

@@ -219,6 +219,8 @@ def record(arch: str = "cnn2", weights: dict | None = None, **changes: Any) -> M
         environment={"torch": "x", "cpu_flags": {"avx2": True}},
         epochs_run=3,
         best_epoch=2,
+        test_shifts=True,
+        val_scores={"plain": {"accuracy": 0.5, "loss": 1.0}, "shifted": {"accuracy": 0.6, "loss": 0.9}},
     )
     return ModelFile(**{**fields, **changes})
 
@@ -248,7 +250,7 @@ def test_round_trip_keeps_every_field_and_the_weights(tmp_path: Path) -> None:
     assert dataclasses.replace(loaded, weights={}) == dataclasses.replace(original, weights={})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
     raw = torch.load(tmp_path / "m.pt", weights_only=True)  # plain values: no class of ours is pickled
-    assert raw["format"] == MODEL_FORMAT == "mnist-pipeline-model/2"
+    assert raw["format"] == MODEL_FORMAT == "mnist-pipeline-model/3"
     assert raw["preprocessing"] == {"mean": 0.5, "std": 0.5, "channels_last": False}
     assert set(raw) == {"format", *(f.name for f in dataclasses.fields(ModelFile))}
 
@@ -353,7 +355,7 @@ def test_an_older_format_says_to_retrain(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError) as info:
         ModelFile.load(path, made_by="train@mine")
     assert str(info.value) == (
-        f"{path} is a mnist-pipeline-model/1 file; this version reads mnist-pipeline-model/2 "
+        f"{path} is a mnist-pipeline-model/1 file; this version reads mnist-pipeline-model/3 "
         "(fix: retrain it with `dvc repro -f train@mine`)"
     )
 
@@ -394,7 +396,7 @@ def test_other_torch_files_are_not_ours(tmp_path: Path, content: object) -> None
         load_model(path)
     assert (
         str(info.value)
-        == f"{path} is not a model file of this project (no 'mnist-pipeline-model/2' header) {FIX}"
+        == f"{path} is not a model file of this project (no 'mnist-pipeline-model/3' header) {FIX}"
     )
 
 

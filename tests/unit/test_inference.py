@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.inference import Preprocessing, predict_logits, select_device
+from mnist_pipeline.inference import (
+    SHIFTS,
+    Preprocessing,
+    choose_test_shifts,
+    predict_logits,
+    select_device,
+    shift_images,
+)
 from mnist_pipeline.training import bf16_autocast
 
 
@@ -178,3 +185,87 @@ def test_predict_logits_returns_float32_from_a_bf16_forward() -> None:
     assert logits.dtype == torch.float32
     expected = model.fc(Preprocessing(0.5, 0.5, False).input(images).flatten(1))
     assert not torch.equal(logits, expected) and torch.allclose(logits, expected, atol=0.05)
+
+
+# --- test-time shifts -----------------------------------------------------------------------------------
+
+
+def test_shift_images_moves_pixels_by_one_and_shifts_in_zeros() -> None:
+    images = torch.arange(1, 10, dtype=torch.uint8).reshape(1, 3, 3)  # 1 2 3 / 4 5 6 / 7 8 9
+    assert shift_images(images, 0, 0).tolist() == images.tolist()
+    assert shift_images(images, 1, 0).tolist() == [[[0, 0, 0], [1, 2, 3], [4, 5, 6]]]  # down
+    assert shift_images(images, -1, 0).tolist() == [[[4, 5, 6], [7, 8, 9], [0, 0, 0]]]  # up
+    assert shift_images(images, 0, 1).tolist() == [[[0, 1, 2], [0, 4, 5], [0, 7, 8]]]  # right
+    assert shift_images(images, 0, -1).tolist() == [[[2, 3, 0], [5, 6, 0], [8, 9, 0]]]  # left
+    assert shift_images(images, 1, 0).dtype == torch.uint8
+    assert sorted(SHIFTS) == [(-1, 0), (0, -1), (0, 0), (0, 1), (1, 0)]
+
+
+def test_shifted_prediction_is_the_log_of_the_mean_softmax_over_the_five_views() -> None:
+    images = make_images(7)
+    model = Spy()
+    preprocessing = Preprocessing(0.2, 0.4, False)
+    got = predict_logits(model, images, 3, preprocessing, test_shifts=True)
+    views = [torch.roll(images, shifts=s, dims=(1, 2)) for s in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    for view, (dy, dx) in zip(views[1:], SHIFTS[1:], strict=True):  # roll wraps around: blank the edge
+        view[:, 0 if dy == 1 else -1, :] = 0 if dy else view[:, 0 if dy == 1 else -1, :]
+        view[:, :, 0 if dx == 1 else -1] = 0 if dx else view[:, :, 0 if dx == 1 else -1]
+    with torch.no_grad():
+        probs = torch.stack([model.fc(preprocessing.input(v).flatten(1)).softmax(1) for v in views])
+    assert got.shape == (7, 10) and got.dtype == torch.float32
+    assert torch.allclose(got, probs.mean(0).log(), atol=1e-5)
+    assert torch.allclose(got.exp().sum(1), torch.ones(7), atol=1e-5)  # log-probabilities
+    assert len(model.seen) == 5 * 3  # five views of each of the three batches
+
+
+class Fixed(nn.Module):
+    """Returns preset logits for the unshifted images and others for every shifted view."""
+
+    def __init__(self, plain: torch.Tensor, shifted: torch.Tensor, images: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.plain, self.shifted, self.images = plain, shifted, Preprocessing(0, 1, False).input(images)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.plain if torch.equal(x, self.images) else self.shifted
+
+
+def fixed_model(
+    plain_right: int, shifted_right: int, shifted_margin: float = 5.0
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A model of 10 val images right `plain_right` times plain and `shifted_right` times shifted."""
+    labels = torch.zeros(10, dtype=torch.long)
+    plain = torch.zeros(10, 10)
+    plain[torch.arange(10), torch.where(torch.arange(10) < plain_right, 0, 1)] = 5.0
+    shifted = torch.zeros(10, 10)
+    shifted[torch.arange(10), torch.where(torch.arange(10) < shifted_right, 0, 1)] = shifted_margin
+    images = make_images(10)
+    return Fixed(plain, shifted, images), images, labels
+
+
+@pytest.mark.parametrize(
+    ("plain_right", "shifted_right", "margin", "expected"),
+    [
+        (8, 9, 5.0, True),  # more right with shifts
+        (9, 8, 5.0, False),  # fewer
+        (9, 9, 5.0, False),  # a tie in accuracy and loss keeps the cheaper plain pass
+        (10, 10, 6.0, True),  # a tie in accuracy, surer of the right answers with shifts: lower loss
+        (10, 10, 4.0, False),  # a tie in accuracy, higher loss with shifts
+    ],
+)
+def test_auto_shifts_only_when_val_scores_better(
+    plain_right: int, shifted_right: int, margin: float, expected: bool
+) -> None:
+    model, images, labels = fixed_model(plain_right, shifted_right, margin)
+    shifted, scores = choose_test_shifts(model, "auto", images, labels, 10, Preprocessing(0, 1, False))
+    assert shifted is expected
+    assert scores["plain"]["accuracy"] == pytest.approx(plain_right / 10)
+    assert scores["shifted"]["accuracy"] == pytest.approx(shifted_right / 10)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("always", True), ("never", False)])
+def test_a_fixed_shift_setting_is_kept_and_scored_its_one_way(setting: str, expected: bool) -> None:
+    model, images, labels = fixed_model(9, 2)
+    shifted, scores = choose_test_shifts(model, setting, images, labels, 10, Preprocessing(0, 1, False))
+    assert shifted is expected and list(scores) == ["shifted" if expected else "plain"]
+    assert scores[list(scores)[0]]["accuracy"] == pytest.approx(0.2 if expected else 0.9)

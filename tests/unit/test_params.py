@@ -37,7 +37,7 @@ from mnist_pipeline.params import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = "seed, numerics, download, preprocess, train, models, evaluate, plot, guard"
+SECTIONS = "seed, numerics, download, preprocess, train, models, evaluate, ensemble, plot, guard"
 TRAIN_KEYS = "device, threads, eval_batch_size"
 # The smallest recipe: only the required keys, each at the edge the validator accepts.
 MINIMAL = {"arch": "lenet", "optimizer": "sgd", "lr": 0.1, "batch_size": 2, "epochs": 3}

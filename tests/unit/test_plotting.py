@@ -24,18 +24,24 @@ from mnist_pipeline.plotting import (
 )
 
 
-def metrics(accuracy: float, parameters: int | None = None, epochs: int | None = None) -> dict:
+def metrics(
+    accuracy: float, parameters: int | None = None, epochs: int | None = None, shifts: bool = False
+) -> dict:
     per_class = {str(d): accuracy for d in range(10)} | {"3": accuracy - 0.01}
-    m = {"accuracy": accuracy, "per_class_accuracy": per_class}
+    m = {"accuracy": accuracy, "val_accuracy": accuracy - 0.002, "per_class_accuracy": per_class}
     if parameters is not None:
-        m |= {"parameters": parameters, "epochs_run": epochs}
+        m |= {"parameters": parameters, "epochs_run": epochs, "test_shifts": shifts}
     return m
 
 
 def board() -> pd.DataFrame:
     history = pd.DataFrame({"epoch": [1, 2], "seconds": [1.25, 2.5]})
     return leaderboard(
-        {"lenet": metrics(0.99, 252866, 4), "ensemble": metrics(0.995), "mlp": metrics(0.98, 267410, 8)},
+        {
+            "lenet": metrics(0.99, 252866, 4, True),
+            "ensemble": metrics(0.995),
+            "mlp": metrics(0.98, 267410, 8),
+        },
         {"lenet": history, "mlp": history},
         {"lenet": {"images_per_second": 1234.5}},
     )
@@ -58,9 +64,11 @@ def test_counts_print_as_integers_and_gaps_stay_empty() -> None:
     written = io.StringIO()
     board().to_csv(written, index=False)
     lines = written.getvalue().splitlines()
-    assert lines[1].startswith("ensemble,,0.995,3,")  # no parameters or epochs for the ensemble
-    assert lines[2].startswith("lenet,252866,0.99,3,0.98,4,")  # not 252866.0 and 4.0
-    assert "| lenet | 252,866 | 99.00% | 3 (98.00%) | 4 | 4 | 1,234 |" in leaderboard_markdown(board())
+    assert lines[1].startswith("ensemble,,0.995,0.993,,3,")  # no parameters, shifts or epochs
+    assert lines[2].startswith("lenet,252866,0.99,0.988,True,3,0.98,4,")  # not 252866.0 and 4.0
+    assert "| lenet | 252,866 | 99.00% | 98.80% | on | 3 (98.00%) | 4 | 4 | 1,234 |" in leaderboard_markdown(
+        board()
+    )
 
 
 def history(accs: list[float]) -> pd.DataFrame:
@@ -137,11 +145,12 @@ def test_labels_turn_white_only_above_six_tenths_of_the_darkest_cell() -> None:
 
 def test_the_markdown_leaderboard_in_full() -> None:
     assert leaderboard_markdown(board()) == (
-        "| model | parameters | test accuracy | worst class | epochs | training s | inference images/s |\n"
-        "|---|---:|---:|---|---:|---:|---:|\n"
-        "| ensemble | — | 99.50% | 3 (98.50%) | — | — | — |\n"
-        "| lenet | 252,866 | 99.00% | 3 (98.00%) | 4 | 4 | 1,234 |\n"
-        "| mlp | 267,410 | 98.00% | 3 (97.00%) | 8 | 4 | — |\n"
+        "| model | parameters | test accuracy | val accuracy | test-time shifts | worst class | epochs "
+        "| training s | inference images/s |\n"
+        "|---|---:|---:|---:|---|---|---:|---:|---:|\n"
+        "| ensemble | — | 99.50% | 99.30% | — | 3 (98.50%) | — | — | — |\n"
+        "| lenet | 252,866 | 99.00% | 98.80% | on | 3 (98.00%) | 4 | 4 | 1,234 |\n"
+        "| mlp | 267,410 | 98.00% | 97.80% | off | 3 (97.00%) | 8 | 4 | — |\n"
     )
 
 

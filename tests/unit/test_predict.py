@@ -83,7 +83,14 @@ def test_blank_image_is_an_error() -> None:
         to_mnist(torch.ones(50, 50))
 
 
-def save_model(path: Path, arch: str, weights: dict[str, torch.Tensor], mean: float, std: float) -> None:
+def save_model(
+    path: Path,
+    arch: str,
+    weights: dict[str, torch.Tensor],
+    mean: float,
+    std: float,
+    test_shifts: bool = False,
+) -> None:
     """A model file as the train stage writes it, for untrained weights."""
     ModelFile(
         name=path.stem,
@@ -96,6 +103,8 @@ def save_model(path: Path, arch: str, weights: dict[str, torch.Tensor], mean: fl
         environment={},
         epochs_run=1,
         best_epoch=1,
+        test_shifts=test_shifts,
+        val_scores={},
     ).save(path)
 
 
@@ -265,34 +274,51 @@ def test_batches_take_one_forward_pass_each_and_match_one_at_a_time(
 
 @pytest.fixture
 def ensemble_dir(tmp_path: Path) -> Path:
-    """params.yaml naming two members and their confident,
-    differently normalised untrained models in models/."""
+    """models/ensemble.json choosing two of three confident, differently normalised untrained models."""
     root = tmp_path / "project"
     (root / "models").mkdir(parents=True)
-    (root / "params.yaml").write_text("models:\n  lenet: {arch: lenet}\n  mlp: {arch: mlp}\n")
-    for seed, (name, mean, std) in enumerate([("lenet", 0.5, 0.5), ("mlp", 0.1307, 0.3081)]):
+    (root / "params.yaml").write_text(
+        "models:\n  lenet: {arch: lenet}\n  mlp: {arch: mlp}\n  cnn2: {arch: cnn2}\n"
+    )
+    (root / "models" / "ensemble.json").write_text(
+        json.dumps({"members": {"lenet": 0.75, "mlp": 0.25}, "temperatures": {"lenet": 2.0, "mlp": 0.5}})
+    )
+    for seed, (name, mean, std) in enumerate([("lenet", 0.5, 0.5), ("mlp", 0.1307, 0.3081), ("cnn2", 0, 1)]):
         torch.manual_seed(seed)
         model = build_model(name)
         last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         with torch.no_grad():
             last.weight.mul_(30)  # peaked softmaxes, so that averaging probabilities and logits disagree
-        save_model(root / "models" / f"{name}.pt", name, model.state_dict(), mean, std)
+        save_model(
+            root / "models" / f"{name}.pt", name, model.state_dict(), mean, std, test_shifts=name == "mlp"
+        )
     return root
 
 
-def test_ensemble_is_the_mean_of_the_members_probabilities(
+def shifted_softmaxes(model: torch.nn.Module, info: ModelFile, digits: torch.Tensor) -> torch.Tensor:
+    """(N, 10) mean softmax over the digits and their four 1-pixel shifts, zeros shifted in."""
+    padded = torch.nn.functional.pad(digits, (1, 1, 1, 1))
+    views = [
+        padded[:, 1 + dy : 29 + dy, 1 + dx : 29 + dx] for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+    ]
+    with torch.no_grad():
+        return torch.stack([model.eval()(info.preprocessing.input(v)).softmax(1) for v in views]).mean(0)
+
+
+def test_ensemble_combines_the_chosen_members_with_their_weights_and_temperatures(
     ensemble_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     paths = []
     for digit in range(6):
         paths.append(tmp_path / f"{digit}.png")
         render_digit(digit, size=64, dark_on_light=digit % 2 == 0).save(paths[-1])
+    (ensemble_dir / "models" / "cnn2.pt").write_bytes(b"not chosen, so never read")
     code, out, err = predict_here(
         monkeypatch,
         capsys,
         "--ensemble",
-        "--params",
-        str(ensemble_dir / "params.yaml"),
+        "--members-file",
+        str(ensemble_dir / "models" / "ensemble.json"),
         "--models-dir",
         str(ensemble_dir / "models"),
         "--top",
@@ -303,10 +329,13 @@ def test_ensemble_is_the_mean_of_the_members_probabilities(
     )
     assert (code, err) == (0, "")
     digits = torch.stack([load_image(p) for p in paths])
-    members = [load_model(ensemble_dir / "models" / f"{name}.pt") for name in ("lenet", "mlp")]
+    (lenet, lenet_info), (mlp, mlp_info) = [
+        load_model(ensemble_dir / "models" / f"{name}.pt") for name in ("lenet", "mlp")
+    ]
     with torch.no_grad():
-        softmaxes = [model.eval()(info.preprocessing.input(digits)).softmax(1) for model, info in members]
-    expected = (softmaxes[0] + softmaxes[1]) / 2
+        lenet_probs = (lenet.eval()(lenet_info.preprocessing.input(digits)) / 2.0).softmax(1)
+    mlp_probs = (shifted_softmaxes(mlp, mlp_info, digits).log() / 0.5).softmax(1)  # mlp's file says shifts
+    expected = 0.75 * lenet_probs + 0.25 * mlp_probs
     for record, path, row in zip(map(json.loads, out.splitlines()), paths, expected, strict=True):
         assert record["path"] == str(path)
         got = torch.zeros(10)
@@ -315,19 +344,77 @@ def test_ensemble_is_the_mean_of_the_members_probabilities(
         assert torch.allclose(got, row, atol=6e-5), (path, got, row)
 
 
+def test_one_model_predicts_the_way_its_file_says_it_was_scored(
+    ensemble_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    image = tmp_path / "seven.png"
+    render_digit(7, size=64).save(image)
+    code, out, err = predict_here(
+        monkeypatch,
+        capsys,
+        "--model",
+        str(ensemble_dir / "models" / "mlp.pt"),
+        "--json",
+        "--top",
+        "10",
+        str(image),
+    )
+    assert (code, err) == (0, "")
+    model, info = load_model(ensemble_dir / "models" / "mlp.pt")
+    expected = shifted_softmaxes(model, info, load_image(image)[None])[0]
+    got = torch.zeros(10)
+    for p in json.loads(out)["predictions"]:
+        got[p["digit"]] = p["probability"]
+    assert torch.allclose(got, expected, atol=6e-5)
+
+
 def test_ensemble_names_a_missing_member_and_the_fix(
     ensemble_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     image = tmp_path / "three.png"
     render_digit(3, size=64).save(image)
     (ensemble_dir / "models" / "mlp.pt").unlink()
-    monkeypatch.chdir(ensemble_dir)  # the defaults: params.yaml and models/ here
+    monkeypatch.chdir(ensemble_dir)  # the defaults: models/ensemble.json and models/ here
     code, out, err = predict_here(monkeypatch, capsys, "--ensemble", str(image))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: models/mlp.pt not found")
     assert "`dvc repro`" in err and "`make pull`" in err
     code, _, err = predict_here(monkeypatch, capsys, "--ensemble", "--model", "models/lenet.pt", str(image))
     assert code == 2 and "not allowed with argument" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "models/ensemble.json not found: stage ensemble writes it"),
+        ("{", "models/ensemble.json is not the ensemble stage's members file"),
+        ('{"members": {"lenet": 1.0}}', "models/ensemble.json is not the ensemble stage's members file"),
+        ('{"members": {}, "temperatures": {}}', "models/ensemble.json names no members"),
+    ],
+)
+def test_a_missing_or_malformed_members_file_names_the_fix(
+    ensemble_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    content: str | None,
+    problem: str,
+) -> None:
+    image = tmp_path / "three.png"
+    render_digit(3, size=64).save(image)
+    members = ensemble_dir / "models" / "ensemble.json"
+    if content is None:
+        members.unlink()
+    else:
+        members.write_text(content)
+    monkeypatch.chdir(ensemble_dir)
+    code, out, err = predict_here(monkeypatch, capsys, "--ensemble", str(image))
+    assert code == 2 and out == ""
+    assert (
+        err.startswith(f"error: {problem}")
+        and err.count("\n") == 1
+        and "(fix: run `dvc repro ensemble`" in err
+    )
 
 
 def test_csv_has_a_header_quoted_paths_and_top_k_columns(

@@ -25,6 +25,14 @@ from mnist_pipeline.inference import Preprocessing
 from mnist_pipeline.params import model_params
 from mnist_pipeline.training import Epoch
 
+
+@pytest.fixture(autouse=True)
+def keep_the_fill_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages turn deterministic mode's NaN fill off process-wide: give later tests the flag as it was."""
+    flag = torch.utils.deterministic.fill_uninitialized_memory
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", flag)
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -1,0 +1,94 @@
+"""Ensemble selection on val: temperatures, Caruana's greedy search, the combination predict shares."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnist_pipeline.ensembling import caruana_selection, combine, fit_temperature
+
+
+def votes(predicted: list[int], margin: float = 4.0) -> torch.Tensor:
+    """(N, 10) logits that put `margin` on each image's predicted digit."""
+    return F.one_hot(torch.tensor(predicted), 10).float() * margin
+
+
+def test_fit_temperature_recovers_the_temperature_labels_were_drawn_with() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(20_000, 10, generator=generator) * 3
+    labels = torch.multinomial((logits / 2.5).softmax(1), 1, generator=generator).squeeze(1)
+    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.03)
+    assert fit_temperature(logits * 2, labels) == pytest.approx(5.0, rel=0.03)
+
+
+def test_selection_starts_from_the_best_member_and_never_ends_below_it() -> None:
+    labels = torch.tensor([0] * 10)
+    # a: 8 right, b and c: 7 right, each wrong on other images, so that together they are 10 of 10 right
+    a = votes([0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    b = votes([2, 2, 2, 0, 0, 0, 0, 0, 0, 0])
+    c = votes([0, 0, 0, 0, 3, 3, 3, 0, 0, 0])
+    bad = votes([4] * 10)  # never right
+    chosen = caruana_selection({"a": a, "b": b, "c": c, "bad": bad}, labels, rounds=5)
+    assert chosen.best_member == "a" and chosen.rounds[0]["added"] == "a"
+    assert chosen.rounds[0]["val_accuracy"] == pytest.approx(0.8)
+    assert chosen.val_accuracy == pytest.approx(1.0)
+    assert "bad" not in chosen.weights and math.isclose(sum(chosen.weights.values()), 1.0)
+    assert set(chosen.weights) == {"a", "b", "c"}
+    assert set(chosen.temperatures) == {"a", "b", "c", "bad"}
+    assert len(chosen.rounds) == 6
+
+
+def test_a_search_that_cannot_improve_keeps_the_best_member_alone() -> None:
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    best = votes([0, 0, 0, 0, 1, 1, 1, 0])
+    candidates = {"copy": best.clone(), "best": best}
+    chosen = caruana_selection(candidates, labels, rounds=10)
+    assert chosen.weights == {"best": 1.0}  # equal scores: the first name; a copy adds nothing
+    assert chosen.val_accuracy == pytest.approx(7 / 8) and len(chosen.rounds) == 11
+    assert caruana_selection(candidates, labels, rounds=0).weights == {"best": 1.0}
+
+
+def test_members_are_added_with_replacement_and_weighted_by_rounds() -> None:
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    # strong is right on 5 of 6; helper only right where strong is wrong and only flips it at weight 1/3
+    strong = torch.tensor([[3.0, 0], [3.0, 0], [3.0, 0], [0, 3.0], [0, 3.0], [1.0, 0]])
+    helper = torch.tensor([[0, 1.0], [0, 1.0], [0, 1.0], [1.0, 0], [1.0, 0], [0, 9.0]])
+    pad = torch.full((6, 8), -20.0)
+    candidates = {"strong": torch.cat([strong, pad], 1), "helper": torch.cat([helper, pad], 1)}
+    chosen = caruana_selection(candidates, labels, rounds=6)
+    assert chosen.best_member == "strong"
+    assert chosen.weights["strong"] > chosen.weights["helper"] > 0
+    assert chosen.val_accuracy == pytest.approx(1.0)
+    kept = round(1 / chosen.weights["helper"])
+    assert [r["added"] for r in chosen.rounds[:kept]].count("strong") == kept - 1
+
+
+def test_equal_accuracy_is_decided_by_the_calibrated_loss() -> None:
+    labels = torch.tensor([0, 0, 0, 0, 1])
+    # both right on the first four and wrong on the last; "sure" puts less on its mistake relative to its hits
+    sure = torch.tensor([[6.0, 0], [6.0, 0], [6.0, 0], [6.0, 0], [1.0, 0]])
+    unsure = torch.tensor([[1.0, 0], [1.0, 0], [1.0, 0], [1.0, 0], [6.0, 0]])
+    pad = torch.full((5, 8), -20.0)
+    chosen = caruana_selection(
+        {"a_unsure": torch.cat([unsure, pad], 1), "b_sure": torch.cat([sure, pad], 1)}, labels, rounds=0
+    )
+    assert chosen.best_member == "b_sure"
+
+
+def test_combine_is_the_weighted_mean_of_the_calibrated_probabilities() -> None:
+    a, b = torch.randn(4, 10), torch.randn(4, 10)
+    got = combine(
+        {"a": a, "b": b, "unused": torch.randn(4, 10)}, {"a": 0.25, "b": 0.75}, {"a": 2.0, "b": 0.5}
+    )
+    expected = (0.25 * (a / 2.0).softmax(1) + 0.75 * (b / 0.5).softmax(1)).log()
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_fit_temperature_takes_the_inference_tensors_predict_logits_returns() -> None:
+    with torch.inference_mode():
+        logits = torch.randn(50, 10, generator=torch.Generator().manual_seed(1))
+    labels = logits.argmax(1)
+    assert fit_temperature(logits, labels) > 0

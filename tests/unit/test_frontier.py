@@ -1,0 +1,101 @@
+"""The frontier sweep: each row is the run the pipeline would make; resumable; combinable into ensembles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from mnist_pipeline.cli import run
+from mnist_pipeline.data import load_raw, split_train_val
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.inference import predict_logits
+from mnist_pipeline.models import build_model
+from mnist_pipeline.params import model_params
+from mnist_pipeline.training import fit, preprocessing_of
+from mnist_tools import frontier
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_params(tmp_path: Path) -> Path:
+    """The committed params.yaml with a 40-image val split and two quick recipes."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["preprocess"]["val_size"] = 40
+    params["models"] = {
+        name: params["models"][name] | {"epochs": 1, "batch_size": 16, "ema_decay": 0.0}
+        for name in ("mlp", "cnn2")
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_a_row_is_the_run_the_train_stage_would_make_and_a_rerun_skips_it(
+    tiny_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params, out, logits = tiny_params(tmp_path), tmp_path / "frontier.csv", tmp_path / "logits"
+    common = ["--params", str(params), "--raw", str(tiny_raw), "--out", str(out), "--logits", str(logits)]
+    monkeypatch.setattr(sys, "argv", ["frontier", "--runs", "mlp:2", "cnn2", "--seeds", "3", *common])
+    run(frontier.main)
+    rows = pd.read_csv(out)
+    assert rows[["model", "epochs", "seed"]].values.tolist() == [["mlp", 2, 3], ["cnn2", 1, 3]]
+    # the same run by hand, as stages/train.py makes it: seed 3's split, init and order
+    raw = yaml.safe_load(params.read_text())
+    recipe = model_params(raw, "mlp")
+    recipe = type(recipe)(**{**recipe.__dict__, "epochs": 2})
+    images, labels = load_raw(tiny_raw, train=True)
+    data = split_train_val(images, labels, 40, 0, 3)
+    torch.manual_seed(3)
+    model = preprocessing_of(recipe).prepare(build_model("mlp"))
+    model.load_state_dict(fit(model, recipe, data["train"], data["val"], 3, 1000).best_state)
+    test_images, test_labels = load_raw(tiny_raw, train=False)
+    saved = torch.load(logits / "mlp-e2-s3.pt", weights_only=True)
+    expected = predict_logits(model, test_images, 1000, preprocessing_of(recipe))
+    assert torch.equal(saved["test_plain"], expected)
+    assert set(saved) == {"val_plain", "val_shifted", "test_plain", "test_shifted"}
+    mlp = rows.iloc[0]
+    assert mlp["test_acc_plain"] == (expected.argmax(1) == test_labels).float().mean().item()
+    assert mlp["test_acc"] == mlp[f"test_acc_{'shifted' if mlp['test_shifts'] else 'plain'}"]
+    # a second sweep over the same runs trains nothing and appends nothing
+    before = out.read_text()
+    monkeypatch.setattr(frontier, "fit", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    run(frontier.main)
+    assert out.read_text() == before
+
+
+def test_combine_chooses_on_the_saved_val_logits(
+    tiny_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    params, logits = tiny_params(tmp_path), tmp_path / "logits"
+    common = ["--params", str(params), "--raw", str(tiny_raw), "--logits", str(logits)]
+    monkeypatch.setattr(
+        sys, "argv", ["frontier", "--runs", "mlp", "cnn2", "--out", str(tmp_path / "f.csv"), *common]
+    )
+    run(frontier.main)
+    capsys.readouterr()
+    history = tmp_path / "plots" / "train"
+    history.mkdir(parents=True)
+    for name, seconds in (("mlp", [2.0, 4.0]), ("cnn2", [30.0])):
+        pd.DataFrame({"epoch": range(1, len(seconds) + 1), "seconds": seconds}).to_csv(
+            history / f"{name}.csv"
+        )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["frontier", "--combine", "mlp:1", "cnn2:1", *common])
+    run(frontier.main)
+    out = capsys.readouterr().out
+    assert out.startswith("mlp:1 cnn2:1: 0.6 training min; val ")  # 1 x 3 s + 1 x 30 s per epoch
+
+
+def test_bad_runs_and_a_missing_run_name_the_fix(tiny_raw: Path, tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match=r"no model 'vgg' in params.yaml \(fix: use one of mlp, cnn2\)"):
+        frontier.parse_runs(["vgg:3"], ["mlp", "cnn2"])
+    with pytest.raises(PipelineError, match=r"epochs must be integers \(fix: write them as mlp:4,6\)"):
+        frontier.parse_runs(["mlp:four"], ["mlp", "cnn2"])
+    assert frontier.parse_runs(["mlp:2,4", "cnn2"], ["mlp", "cnn2"]) == [("mlp", 2), ("mlp", 4), ("cnn2", 0)]
+    with pytest.raises(PipelineError, match=r"mlp-e9-s0.pt not found \(fix: run the sweep with --runs mlp:9"):
+        frontier.combine_runs([("mlp", 9)], tmp_path, torch.zeros(3, dtype=torch.long), 5)
