@@ -17,8 +17,10 @@ IMAGES ?=
 FORMAT ?= text
 TOP ?= 1
 SMOKE_DIR ?= build/smoke
+RUNS ?=
+SEEDS ?= 0
 
-.PHONY: help install repro smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo verify mutation clean-venv
+.PHONY: help install repro smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo frontier verify mutation clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -104,7 +106,7 @@ check-lock: $(STAMP) ## fail when dvc.lock does not describe the committed param
 EXPS_COLUMNS := $(if $(filter file,$(origin MODEL)),.*\.acc$$,$(MODEL)\.)
 exps: $(STAMP) ## compare experiments in a narrow table: test accuracy of every model (MODEL=lenet: its loss, worst digit, seconds)
 	dvc exp show --no-pager --only-changed --keep '$(EXPS_COLUMNS)' \
-	  --drop '^(Created|Executor|metrics|plots/|data/|models/|stages/|src/)|.*\.(acc|loss|worst_digit|worst_acc|train_s)$$'
+	  --drop '^(Created|Executor|metrics|plots/|data/|models/|stages/|src/)|.*\.(acc|loss|worst_digit|worst_acc|train_s)$$|^(members|temperatures)\.|^(val_loss|best_member|best_member_val_accuracy|candidates)$$'
 
 push: $(STAMP) ## send data, tensors, models and logits to the team's DVC remote, then check none is missing
 	python -m mnist_tools.remote push
@@ -128,6 +130,10 @@ bench-levers: $(STAMP) ## our path per model under each speed lever: NCHW/NHWC x
 
 cpu-zoo: $(STAMP) ## 3 training steps of every recipe on this CPU and 4 emulated ones (qemu-user): one digest per model (weights and predictions), or exit 1 (10-14 min)
 	python -m mnist_tools.cpuzoo
+
+frontier: $(STAMP) ## accuracy against training minutes, as the train stage would train: make frontier RUNS="bnnet:6,8 cnn2:2,4" SEEDS="0 1 2" (after `make repro` or `dvc pull`)
+	@test -n "$(RUNS)" || { echo 'error: name the runs: make frontier RUNS="bnnet:6,8 cnn2:2,4" SEEDS="0 1 2"' >&2; exit 2; }
+	python -m mnist_tools.frontier --runs $(RUNS) --seeds $(SEEDS) --out docs/frontier.csv --logits build/frontier/logits
 
 verify: $(STAMP) ## after `make repro`: every output against HEAD's dvc.lock, reproduced or differing (wall-clock outputs apart)
 	python -m mnist_tools.verify

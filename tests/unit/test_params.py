@@ -58,8 +58,8 @@ def test_committed_sections_load(raw: dict) -> None:
     assert download_params(raw) == DownloadParams(timeout_s=60.0)
     assert type(download_params(raw).timeout_s) is float
     assert preprocess_params(raw) == PreprocessParams(val_size=5000, train_limit=0)
-    assert train_params(raw) == TrainParams(device="auto", threads=2, eval_batch_size=1000)
-    assert evaluate_params(raw) == EvaluateParams(batch_size=1000)
+    assert train_params(raw) == TrainParams(device="auto", threads=2, eval_batch_size=250)
+    assert evaluate_params(raw) == EvaluateParams(batch_size=250)
     assert plot_params(raw) == PlotParams(dpi=100, normalize_confusion=False)
     assert guard_params(raw) == GuardParams(max_accuracy_drop_pp=0.2)
     assert model_names(raw) == ["resnet18", "mlp", "lenet", "cnn6", "cnn2", "bnnet"]
