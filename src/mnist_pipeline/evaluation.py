@@ -22,9 +22,3 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
         "per_class_accuracy": {str(c): round(float(a), 6) for c, a in zip(CLASSES, per_class, strict=True)},
         "confusion_matrix": confusion_matrix(actual, predicted, labels=CLASSES).tolist(),
     }
-
-
-def mean_softmax(logits: list[torch.Tensor]) -> torch.Tensor:
-    """Ensemble log-probabilities (N, 10): log of the mean of each model's softmax."""
-    probs = torch.stack([member.float().softmax(1) for member in logits]).mean(0)
-    return probs.clamp_min(1e-12).log()

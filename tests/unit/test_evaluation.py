@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnist_pipeline.evaluation import CLASSES, classification_metrics, mean_softmax
+from mnist_pipeline.evaluation import CLASSES, classification_metrics
 
 
 def one_hot_logits(predicted: list[int], scale: float = 10.0) -> torch.Tensor:
@@ -70,64 +70,3 @@ def test_loss_is_float32_cross_entropy_rounded_to_six_digits() -> None:
 
 def metrics_loss(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return classification_metrics(logits, labels)["loss"]
-
-
-def test_ensemble_averages_probabilities() -> None:
-    # One very sure model for digit 0 against two fairly sure models for digit 1. Averaging logits would pick
-    # 0 (mean logits 20/3 vs 10/3); averaging probabilities picks 1 (about 0.63 vs 0.34).
-    a = torch.tensor([logit_row({0: 20.0})])
-    b = torch.tensor([logit_row({1: 5.0})])
-    combined = mean_softmax([a, b, b])
-    assert combined.shape == (1, 10) and combined.dtype == torch.float32
-    assert combined.argmax(1).item() == 1
-
-    def softmax(row: list[float]) -> list[float]:
-        total = sum(math.exp(v) for v in row)
-        return [math.exp(v) / total for v in row]
-
-    pa, pb = softmax(logit_row({0: 20.0})), softmax(logit_row({1: 5.0}))
-    expected = [math.log((x + 2 * y) / 3) for x, y in zip(pa, pb, strict=True)]
-    # model a gives digit 1 only e^-20 of its mass
-    assert math.isclose(expected[1], math.log(2 / 3 * math.exp(5) / (math.exp(5) + 9)), abs_tol=1e-8)
-    assert torch.allclose(
-        combined[0].double(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-6
-    )
-    assert math.isclose(combined.exp().sum().item(), 1.0, rel_tol=1e-6)
-
-
-def test_ensemble_averages_each_image_separately() -> None:
-    # two images, two models: the softmax runs over each image's ten classes, the mean over the models
-    first = torch.tensor([logit_row({2: 3.0}), logit_row({})])
-    second = torch.tensor([logit_row({2: 3.0}), logit_row({6: 1.0})])
-    combined = mean_softmax([first, second])
-    assert combined.shape == (2, 10)
-    assert torch.allclose(combined[0], first[0].log_softmax(0), atol=1e-6)  # both models agree on image 0
-    p6 = math.e / (math.e + 9)
-    expected = [math.log((0.1 + (1 - p6) / 9) / 2)] * 10
-    expected[6] = math.log((0.1 + p6) / 2)
-    assert torch.allclose(
-        combined[1].double(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-6
-    )
-
-
-def test_ensemble_of_one_model_is_its_log_softmax() -> None:
-    logits = torch.tensor([logit_row({3: 1.5, 4: -0.5}), logit_row({9: 2.5})])
-    assert torch.allclose(mean_softmax([logits]), logits.log_softmax(1), atol=1e-6)
-
-
-def test_ensemble_softmax_runs_in_float32() -> None:
-    # bfloat16 softmax rounds the probabilities to 8 bits: off by about 1e-3 on these logits
-    logits = (
-        torch.tensor([logit_row({0: 2.0, 1: 0.5, 2: -1.0}), logit_row({0: 0.3, 1: 1.7})]) * 3.3
-    ).bfloat16()
-    combined = mean_softmax([logits])
-    assert combined.dtype == torch.float32
-    assert torch.allclose(combined, logits.float().log_softmax(1), rtol=0, atol=1e-5)
-
-
-def test_ensemble_log_probabilities_are_floored_at_1e_12() -> None:
-    # exp(-200) underflows to 0 in float32: the log is clamped to log(1e-12) instead of -inf
-    sure = torch.tensor([logit_row({c: -200.0 for c in range(1, 10)})])
-    combined = mean_softmax([sure, sure])
-    assert combined[0, 0].item() == pytest.approx(0.0, abs=1e-6)
-    assert torch.equal(combined[0, 1:], torch.full((9,), math.log(1e-12)).float())
