@@ -6,6 +6,7 @@ import ctypes
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,23 @@ def test_the_allocator_settings_change_no_weight() -> None:
         for flag in ("off", "on")
     ]
     assert digests[0] == digests[1] and len(digests[0].strip()) == 64
+
+
+def test_read_logits_gives_val_and_test_and_names_the_stage_for_a_missing_or_old_file(tmp_path: Path) -> None:
+    import torch
+
+    from mnist_pipeline.errors import PipelineError
+
+    path = tmp_path / "lenet.pt"
+    saved = {"val": torch.zeros(2, 10), "test": torch.ones(3, 10)}
+    torch.save(saved, path)
+    got = cli.read_logits(path, made_by="evaluate@lenet")
+    assert torch.equal(got["val"], saved["val"]) and torch.equal(got["test"], saved["test"])
+    with pytest.raises(PipelineError, match=r"not found: stage evaluate@lenet writes it"):
+        cli.read_logits(tmp_path / "missing.pt", made_by="evaluate@lenet")
+    torch.save(torch.ones(3, 10), path)  # test logits alone, as evaluate wrote them before val logits
+    with pytest.raises(PipelineError) as info:
+        cli.read_logits(path, made_by="evaluate@lenet")
+    assert str(info.value) == (
+        f"{path} does not hold val and test logits (fix: rerun it with `dvc repro -f evaluate@lenet`)"
+    )

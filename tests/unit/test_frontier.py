@@ -99,3 +99,26 @@ def test_bad_runs_and_a_missing_run_name_the_fix(tiny_raw: Path, tmp_path: Path)
     assert frontier.parse_runs(["mlp:2,4", "cnn2"], ["mlp", "cnn2"]) == [("mlp", 2), ("mlp", 4), ("cnn2", 0)]
     with pytest.raises(PipelineError, match=r"mlp-e9-s0.pt not found \(fix: run the sweep with --runs mlp:9"):
         frontier.combine_runs([("mlp", 9)], tmp_path, torch.zeros(3, dtype=torch.long), 5)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--combine", "mlp:1"], "--combine needs --logits"),
+        (["--runs", "mlp:1"], "--runs needs --out"),
+    ],
+)
+def test_a_missing_folder_or_csv_is_a_usage_error(
+    tiny_raw: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    args: list,
+    message: str,
+) -> None:
+    monkeypatch.setattr(
+        sys, "argv", ["frontier", *args, "--params", str(tiny_params(tmp_path)), "--raw", str(tiny_raw)]
+    )
+    with pytest.raises(SystemExit) as stopped:
+        frontier.main()
+    assert stopped.value.code == 2 and message in capsys.readouterr().err

@@ -13,6 +13,7 @@ import yaml
 from mnist_pipeline.models import MODELS
 from mnist_pipeline.params import (
     DownloadParams,
+    EnsembleParams,
     EvaluateParams,
     GuardParams,
     ModelParams,
@@ -23,6 +24,7 @@ from mnist_pipeline.params import (
     build_section,
     check_params,
     download_params,
+    ensemble_params,
     evaluate_params,
     guard_params,
     load_params,
@@ -60,6 +62,7 @@ def test_committed_sections_load(raw: dict) -> None:
     assert preprocess_params(raw) == PreprocessParams(val_size=5000, train_limit=0)
     assert train_params(raw) == TrainParams(device="auto", threads=2, eval_batch_size=250)
     assert evaluate_params(raw) == EvaluateParams(batch_size=250)
+    assert ensemble_params(raw) == EnsembleParams(rounds=20)
     assert plot_params(raw) == PlotParams(dpi=100, normalize_confusion=False)
     assert guard_params(raw) == GuardParams(max_accuracy_drop_pp=0.2)
     assert model_names(raw) == ["resnet18", "mlp", "lenet", "cnn6", "cnn2", "bnnet"]
@@ -221,6 +224,7 @@ def test_model_defaults() -> None:
         channels_last=False,
         ema_decay=0.0,
         bf16=False,
+        test_shifts="never",
     )
 
 
@@ -276,6 +280,9 @@ def test_model_keys_after_a_defaulted_one_are_read() -> None:
         ("schedule", "step"),
         ("schedule", "cosine"),
         ("schedule", "onecycle"),
+        ("test_shifts", "auto"),
+        ("test_shifts", "always"),
+        ("test_shifts", "never"),
     ],
 )
 def test_model_edge_values_are_accepted(key: str, value: object) -> None:
@@ -315,6 +322,11 @@ def test_model_edge_values_are_accepted(key: str, value: object) -> None:
             "schedule",
             "linear",
             "schedule = 'linear' is not valid; choose one of: constant, cosine, onecycle, step",
+        ),
+        (
+            "test_shifts",
+            "yes",
+            "test_shifts = 'yes' is not valid; choose one of: always, auto, never",
         ),
     ],
 )
@@ -376,6 +388,7 @@ BOUNDS = [
     ("train", "threads", 1, 0, "train.threads = 0 must be >= 1"),
     ("train", "eval_batch_size", 1, 0, "train.eval_batch_size = 0 must be >= 1"),
     ("evaluate", "batch_size", 1, 0, "evaluate.batch_size = 0 must be >= 1"),
+    ("ensemble", "rounds", 0, -1, "ensemble.rounds = -1 must be >= 0 (0 keeps the best model alone)"),
     ("plot", "dpi", 10, 9, "plot.dpi = 9 must be >= 10"),
     ("guard", "max_accuracy_drop_pp", 0, -0.1, "guard.max_accuracy_drop_pp = -0.1 must be >= 0"),
 ]
@@ -384,6 +397,7 @@ LOADERS = {
     "preprocess": preprocess_params,
     "train": train_params,
     "evaluate": evaluate_params,
+    "ensemble": ensemble_params,
     "plot": plot_params,
     "guard": guard_params,
 }
