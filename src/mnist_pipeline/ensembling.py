@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from mnist_pipeline.inference import score
+
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The temperature T > 0 that minimises the cross-entropy of softmax(logits / T) on these labels.
@@ -50,8 +52,8 @@ def combine(
 
 def _score(log_probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """(accuracy, cross-entropy) of log-probabilities: what selection maximises, then minimises."""
-    accuracy = (log_probs.argmax(1) == labels).float().mean().item()
-    return accuracy, F.nll_loss(log_probs, labels).item()
+    scored = score(log_probs, labels)
+    return scored["accuracy"], scored["loss"]
 
 
 @dataclass(frozen=True)
