@@ -20,10 +20,16 @@ SMOKE_DIR ?= build/smoke
 RUNS ?=
 SEEDS ?= 0
 
-.PHONY: help install repro smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo frontier verify mutation clean-venv
+.PHONY: help install repro dvc-yaml smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo frontier verify mutation clean-venv
 
+# `## ` marks the everyday targets, `##team ` the team's (benchmarks, CPU checks, lint); each group sorted.
+HELP_GROUP = grep -hE '^[a-z-]+:.*$(1) ' $(MAKEFILE_LIST) | LC_ALL=C sort -t: -k1,1 \
+	| awk -F':.*$(1) ' '{printf "  make %-13s %s\n", $$1, $$2}'
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo 'Everyday:'
+	@$(call HELP_GROUP,##)
+	@echo 'For the team:'
+	@$(call HELP_GROUP,##team)
 
 # `make install` in steps, each rerun only when its own inputs change; a stamp file marks each step done.
 $(VENV)/.requirements: requirements.txt
@@ -81,32 +87,48 @@ install: $(STAMP) ## create .venv and install the pinned requirements
 repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror)
 	dvc repro
 
+# dvc.yaml's lines for each model (the fan-in stages' deps, the charts' files, the artifacts): DVC cannot expand
+# a list there, so they are written from params.yaml and the registry; make test and check-lock fail while stale
+dvc-yaml: $(STAMP) ## after adding, removing or renaming a model: rewrite dvc.yaml's lines for each model
+	python -m mnist_tools.dvcgen
+
 smoke: $(STAMP) ## the whole DAG on 2,000 training images for one epoch, in build/smoke or SMOKE_DIR (CPU, 2-5 min)
 	python -m mnist_tools.smoke $(SMOKE_DIR)
 
-test: $(STAMP) ## check dvc.lock and ruff, then run the test suite (unit + end-to-end through the real DVC CLI)
+test: $(STAMP) ## check dvc.yaml, dvc.lock and ruff, then run the test suite (unit + end-to-end through the real DVC CLI)
 	python -m mnist_tools.lockcheck
 	ruff check .
 	ruff format --check .
 	python -m pytest
 
-lint: $(STAMP) ## ruff: lint and formatting check (pyproject.toml), as make test runs it
+lint: $(STAMP) ##team ruff: lint and formatting check (pyproject.toml), as make test runs it
 	ruff check .
 	ruff format --check .
 
-format: $(STAMP) ## ruff: apply the safe lint fixes, then format
+format: $(STAMP) ##team ruff: apply the safe lint fixes, then format
 	ruff check --fix .
 	ruff format .
 
-check-lock: $(STAMP) ## fail when dvc.lock does not describe the committed params, code and stage commands
+check-lock: $(STAMP) ##team fail when dvc.yaml or dvc.lock does not describe the committed params, code and stage commands
 	python -m mnist_tools.lockcheck
 
-# `dvc exp show` narrowed to what a terminal can hold: the params that differ between the rows, and each
-# model's test accuracy from metrics/summary.json (or, with MODEL=<name>, that model's headline numbers).
+# `dvc exp show` narrowed to the params that differ between the rows, and each model's test accuracy from
+# metrics/summary.json (or, with MODEL=<name>, that model's headline numbers). A Markdown table, in a terminal
+# too: dvc's own table is cut to the terminal's width, and to 80 columns in a pipe or a CI log, losing the
+# last columns. The params come first (after the Experiment and State columns), then the metrics.
 EXPS_COLUMNS := $(if $(filter file,$(origin MODEL)),.*\.acc$$,$(MODEL)\.)
-exps: $(STAMP) ## compare experiments in a narrow table: test accuracy of every model (MODEL=lenet: its loss, worst digit, seconds)
-	dvc exp show --no-pager --only-changed --keep '$(EXPS_COLUMNS)' \
-	  --drop '^(Created|Executor|metrics|plots/|data/|models/|stages/|src/)|.*\.(acc|loss|worst_digit|worst_acc|train_s)$$|^(members|temperatures)\.|^(val_loss|best_member|best_member_val_accuracy|candidates)$$'
+EXPS_DROP := ^(Created|Executor|metrics|plots/|data/|models/|stages/|src/)|.*\.(acc|loss|worst_digit|worst_acc|train_s)$$|^(members|temperatures)\.|^(val_loss|best_member|best_member_val_accuracy|candidates)$$
+# Moves the columns of a Markdown table whose names match the regex in METRICS after the others, each side in
+# its order: Experiment and State (which dvc puts before the metrics) stay first. Cells are padded to their
+# column's width, so the table stays aligned.
+METRICS_LAST := awk -F'|' '!n && NF > 2 { \
+	  for (i = 2; i < NF; i++) { name = $$i; gsub(/^ +| +$$/, "", name); \
+	    if (name ~ ENVIRON["METRICS"]) tail = tail " " i; else lead = lead " " i } \
+	  n = split(lead tail, order, " ") } \
+	n && NF > 2 { row = ""; for (k = 1; k <= n; k++) row = row "|" $$(order[k]); print row "|"; next } { print }'
+exps: $(STAMP) ## compare experiments in a narrow table: test accuracy of every model (MODEL=lenet: its accuracy, loss, worst digit)
+	@set -o pipefail; dvc exp show --no-pager --md --only-changed --keep '$(EXPS_COLUMNS)' --drop '$(EXPS_DROP)' \
+	  | METRICS='^($(EXPS_COLUMNS))' $(METRICS_LAST)
 
 push: $(STAMP) ## send data, tensors, models and logits to the team's DVC remote, then check none is missing
 	python -m mnist_tools.remote push
@@ -119,27 +141,27 @@ predict: $(STAMP) ## classify digit images, folders, 'globs': make predict MODEL
 	@test -n "$(IMAGES)" || { echo 'error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"' >&2; exit 2; }
 	@python -m mnist_tools.predict $(if $(filter ensemble,$(MODEL)),--ensemble,--model models/$(MODEL).pt) --format $(FORMAT) --top $(TOP) $(IMAGES)
 
-bench: $(STAMP) ## images/s the seeds' DataLoader way vs ours (median ± spread, torch.utils.benchmark), lenet time-to-accuracy (needs data/raw)
+bench: $(STAMP) ##team images/s the seeds' DataLoader way vs ours (median ± spread, torch.utils.benchmark), lenet time-to-accuracy (needs data/raw)
 	python -m mnist_tools.bench
 
-bench-quick: $(STAMP) ## the same comparison with 2-second measurements, no time-to-accuracy
+bench-quick: $(STAMP) ##team the same comparison with 2-second measurements, no time-to-accuracy
 	python -m mnist_tools.bench --quick
 
-bench-levers: $(STAMP) ## our path per model under each speed lever: NCHW/NHWC x fp32/bf16, torch.compile, 2x batch
+bench-levers: $(STAMP) ##team our path per model under each speed lever: NCHW/NHWC x fp32/bf16, torch.compile, 2x batch
 	python -m mnist_tools.bench --levers
 
-cpu-zoo: $(STAMP) ## 3 training steps of every recipe on this CPU and 4 emulated ones (qemu-user): one digest per model (weights and predictions), or exit 1 (10-14 min)
+cpu-zoo: $(STAMP) ##team 3 training steps of every recipe on this CPU and 4 emulated ones (qemu-user): one digest per model (weights and predictions), or exit 1 (10-14 min)
 	python -m mnist_tools.cpuzoo
 
-frontier: $(STAMP) ## accuracy against training minutes, as the train stage would train: make frontier RUNS="bnnet:6,8 cnn2:2,4" SEEDS="0 1 2" (after `make repro` or `dvc pull`)
+frontier: $(STAMP) ##team accuracy against training minutes, as the train stage would train: make frontier RUNS="bnnet:6,8 cnn2:2,4" SEEDS="0 1 2" (after `make repro` or `dvc pull`)
 	@test -n "$(RUNS)" || { echo 'error: name the runs: make frontier RUNS="bnnet:6,8 cnn2:2,4" SEEDS="0 1 2"' >&2; exit 2; }
 	python -m mnist_tools.frontier --runs $(RUNS) --seeds $(SEEDS) --out docs/frontier.csv --logits build/frontier/logits
 
 verify: $(STAMP) ## after `make repro`: every output against HEAD's dvc.lock, reproduced or differing (wall-clock outputs apart)
 	python -m mnist_tools.verify
 
-mutation: $(STAMP) ## mutmut over the pipeline core with the unit tests: killed share per module, fails under 90%
+mutation: $(STAMP) ##team mutmut over the pipeline core with the unit tests: killed share per module, fails under 90%
 	python -m mnist_tools.mutation
 
-clean-venv: ## remove .venv
+clean-venv: ##team remove .venv
 	rm -rf $(VENV)

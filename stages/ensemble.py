@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnist_pipeline.cli import load_checked_params, read_logits, run, write_json
+from mnist_pipeline.cli import load_checked_params, run, stage_outputs
 from mnist_pipeline.data import load_split
 from mnist_pipeline.ensembling import caruana_selection, combine
-from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.evaluation import classification_metrics
+from mnist_pipeline.files import read_logits, write_csv, write_json
 from mnist_pipeline.params import ensemble_params
+from mnist_pipeline.runtime import setup_process
 
 
 def main() -> None:
@@ -27,9 +28,10 @@ def main() -> None:
         "--out", required=True, type=Path, help="JSON of the members, weights and temperatures, for predict"
     )
     args = parser.parse_args()
-    raw = load_checked_params(args.params)
-    pin_numerics(raw)  # the softmax below runs in the pinned kernels
-    params = ensemble_params(raw)
+    stage_outputs("ensemble", args.metrics, args.predictions, args.out)
+    config = load_checked_params(args.params)
+    setup_process(config)  # the softmax and temperature fits below run in the pinned kernels and threads
+    params = ensemble_params(config)
     logits = {path.stem: read_logits(path, made_by=f"evaluate@{path.stem}") for path in args.logits}
     _, val_labels = load_split(args.val)
     _, test_labels = load_split(args.test)
@@ -65,8 +67,9 @@ def main() -> None:
             ],
         },
     )
-    pd.DataFrame({"actual": test_labels.numpy(), "predicted": combined.argmax(1).numpy()}).to_csv(
-        args.predictions, index=False
+    write_csv(
+        pd.DataFrame({"actual": test_labels.numpy(), "predicted": combined.argmax(1).numpy()}),
+        args.predictions,
     )
     weights = ", ".join(f"{name} {weight:.2f}" for name, weight in chosen.weights.items())
     print(

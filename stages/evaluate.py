@@ -5,19 +5,21 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from mnist_pipeline.artifacts import load_model
-from mnist_pipeline.cli import keep_freed_memory, load_checked_params, pin_threads, run, write_json
+from mnist_pipeline.cli import load_checked_params, run, stage_outputs
 from mnist_pipeline.data import load_split
-from mnist_pipeline.environment import pin_numerics, runtime_environment
+from mnist_pipeline.environment import runtime_environment
 from mnist_pipeline.evaluation import classification_metrics
-from mnist_pipeline.inference import predict_logits, score, select_device
+from mnist_pipeline.files import save_torch, write_csv, write_json
+from mnist_pipeline.inference import predict_logits, score
 from mnist_pipeline.models import MODELS, count_parameters
-from mnist_pipeline.params import evaluate_params, train_params
+from mnist_pipeline.params import evaluate_params
+from mnist_pipeline.progress import progress_to
+from mnist_pipeline.runtime import setup_process
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument(
@@ -37,24 +39,28 @@ def main() -> None:
     parser.add_argument(
         "--env", required=True, type=Path, help="JSON of the machine and kernels that scored it"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    raw = load_checked_params(args.params, MODELS)
-    numerics = pin_numerics(raw)  # before torch computes anything
-    params, settings = evaluate_params(raw), train_params(raw)
-    pin_threads(settings.threads)
-    keep_freed_memory()
-    device = select_device(settings.device)
-    model, record = load_model(args.model_file, device, made_by=f"train@{args.model_file.stem}")
+
+def main() -> None:
+    args = parse_args()
+    name = args.model_file.stem
+    stage_outputs(f"evaluate@{name}", args.metrics, args.timing, args.env, args.predictions, args.per_class)
+    config = load_checked_params(args.params, MODELS)
+    runtime = setup_process(config)
+    batch_size = evaluate_params(config).batch_size
+    model, record = load_model(args.model_file, runtime.device, made_by=f"train@{name}")
+    progress, views = progress_to(name), " x5 shifts" if record.test_shifts else ""
     images, labels = load_split(args.test)
-
-    start = time.perf_counter()
-    logits = predict_logits(model, images, params.batch_size, record.preprocessing, record.test_shifts)
-    seconds = time.perf_counter() - start
+    with progress(f"test{views}", len(images)) as advance:
+        start = time.perf_counter()
+        logits = predict_logits(model, images, batch_size, record.preprocessing, record.test_shifts, advance)
+        seconds = time.perf_counter() - start
     val_images, val_labels = load_split(args.val)  # the ensemble stage chooses its members on these
-    val_logits = predict_logits(
-        model, val_images, params.batch_size, record.preprocessing, record.test_shifts
-    )
+    with progress(f"val{views}", len(val_images)) as advance:
+        val_logits = predict_logits(
+            model, val_images, batch_size, record.preprocessing, record.test_shifts, advance
+        )
 
     metrics = classification_metrics(logits, labels)
     metrics.update(
@@ -66,30 +72,21 @@ def main() -> None:
         test_images=len(labels),
     )
     write_json(args.metrics, metrics)
-    scored_in = runtime_environment(device, settings.threads, bf16=False, numerics=numerics)  # float32
-    write_json(args.env, scored_in)
+    write_json(args.env, runtime_environment(runtime.device, runtime.threads, False, runtime.numerics))
     write_json(
         args.timing,
         {
             "inference_seconds": round(seconds, 3),  # the test split, with test-time shifts when on
             "images_per_second": round(len(labels) / seconds, 1),
-            "device": str(device),
-            "threads": settings.threads,
+            "device": str(runtime.device),
+            "threads": runtime.threads,
         },
     )
-    args.predictions.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"actual": labels.numpy(), "predicted": logits.argmax(1).numpy()}).to_csv(
-        args.predictions, index=False
-    )
-    args.per_class.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
-        {
-            "digit": list(metrics["per_class_accuracy"]),
-            "accuracy": list(metrics["per_class_accuracy"].values()),
-        }
-    ).to_csv(args.per_class, index=False)
-    args.logits.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"val": val_logits, "test": logits}, args.logits)
+    predicted = pd.DataFrame({"actual": labels.numpy(), "predicted": logits.argmax(1).numpy()})
+    write_csv(predicted, args.predictions)
+    per_class = metrics["per_class_accuracy"]
+    write_csv(pd.DataFrame({"digit": list(per_class), "accuracy": list(per_class.values())}), args.per_class)
+    save_torch({"val": val_logits, "test": logits}, args.logits)
     print(f"{args.model_file}: test accuracy {metrics['accuracy']:.4%}, loss {metrics['loss']:.4f}")
 
 

@@ -5,16 +5,17 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from mnist_pipeline.cli import (
-    load_checked_params,
+from mnist_pipeline.cli import load_checked_params, run, stage_outputs
+from mnist_pipeline.data import load_split
+from mnist_pipeline.files import (
     metrics_stage,
     read_csv,
     read_json,
     read_logits,
-    run,
+    write_atomic,
+    write_csv,
+    write_text,
 )
-from mnist_pipeline.data import load_split
-from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.params import plot_params
 from mnist_pipeline.plotting import (
     confident_mistakes,
@@ -25,6 +26,7 @@ from mnist_pipeline.plotting import (
     per_class_error_bars,
     val_accuracy_chart,
 )
+from mnist_pipeline.runtime import setup_process
 
 GALLERY_SIZE = 24  # most confident mistakes shown per model
 GRID_MODEL = "resnet18"  # seed 000 ends with an 8x8 grid of test images, label → prediction
@@ -45,9 +47,10 @@ def main() -> None:
         "--leaderboard", required=True, type=Path, help="leaderboard CSV; a .md twin is written beside it"
     )
     args = parser.parse_args()
-    raw = load_checked_params(args.params)
-    pin_numerics(raw)  # the softmax below runs in the pinned kernels
-    params = plot_params(raw)
+    stage_outputs("plot", args.out, args.leaderboard, args.leaderboard.with_suffix(".md"))
+    config = load_checked_params(args.params)
+    setup_process(config)  # the softmax below runs in the pinned kernels and threads
+    params = plot_params(config)
     metrics = {path.stem: read_json(path, made_by=metrics_stage(path.stem)) for path in args.metrics}
     timings = {path.stem: read_json(path, made_by=f"evaluate@{path.stem}") for path in args.timing}
     histories = {path.stem: read_csv(path, made_by=f"train@{path.stem}") for path in args.history}
@@ -84,15 +87,18 @@ def main() -> None:
         title_colors=["black" if predicted[i] == labels[i] else "red" for i in range(64)],
     )
 
-    args.out.mkdir(parents=True, exist_ok=True)
     for stem, fig in figures.items():
         # No software/date metadata, so the PNG bytes only change when the picture does.
-        fig.savefig(args.out / f"{stem}.png", dpi=params.dpi, metadata={"Software": None})
+        write_atomic(
+            args.out / f"{stem}.png",
+            lambda staged, fig=fig: fig.savefig(
+                staged, format="png", dpi=params.dpi, metadata={"Software": None}
+            ),
+        )
         plt.close(fig)
     board = leaderboard(metrics, histories, timings)
-    args.leaderboard.parent.mkdir(parents=True, exist_ok=True)
-    board.to_csv(args.leaderboard, index=False)
-    args.leaderboard.with_suffix(".md").write_text(leaderboard_markdown(board))
+    write_csv(board, args.leaderboard)
+    write_text(args.leaderboard.with_suffix(".md"), leaderboard_markdown(board))
     print(f"wrote {len(figures)} figures to {args.out} and {args.leaderboard}")
 
 

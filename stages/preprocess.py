@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from mnist_pipeline.cli import load_checked_params, run
+from mnist_pipeline.cli import load_checked_params, run, stage_outputs
 from mnist_pipeline.data import load_raw, save_split, split_train_val
 from mnist_pipeline.params import preprocess_params, validate_seed
 
@@ -14,8 +14,9 @@ def main() -> None:
     parser.add_argument("--raw", required=True, type=Path, help="download stage output (data/raw)")
     parser.add_argument("--out", required=True, type=Path, help="folder for train.pt, val.pt, test.pt")
     args = parser.parse_args()
-    raw = load_checked_params(args.params)
-    params, seed = preprocess_params(raw), validate_seed(raw["seed"])
+    stage_outputs("preprocess")
+    config = load_checked_params(args.params)
+    params, seed = preprocess_params(config), validate_seed(config["seed"])
     images, labels = load_raw(args.raw, train=True)
     splits = split_train_val(images, labels, params.val_size, params.train_limit, seed)
     splits["test"] = load_raw(args.raw, train=False)

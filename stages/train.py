@@ -8,25 +8,18 @@ import pandas as pd
 import torch
 
 from mnist_pipeline.artifacts import FileCheckpointer, ModelFile, package_digest
-from mnist_pipeline.cli import (
-    file_digest,
-    fingerprint,
-    keep_freed_memory,
-    load_checked_params,
-    pin_threads,
-    run,
-    write_csv,
-    write_json,
-)
+from mnist_pipeline.cli import load_checked_params, run, stage_outputs
 from mnist_pipeline.data import load_split
-from mnist_pipeline.environment import bit_class, pin_numerics, runtime_environment
-from mnist_pipeline.inference import choose_test_shifts, select_device
-from mnist_pipeline.models import MODELS, build_model, count_parameters
-from mnist_pipeline.params import model_params, train_params, validate_seed
-from mnist_pipeline.training import fit_epochs, preprocessing_of, use_deterministic_kernels
+from mnist_pipeline.environment import bit_class, runtime_environment
+from mnist_pipeline.files import file_digest, fingerprint, write_csv, write_json
+from mnist_pipeline.models import MODELS, count_parameters
+from mnist_pipeline.params import model_params, model_seed, train_params
+from mnist_pipeline.progress import progress_to
+from mnist_pipeline.runtime import setup_process
+from mnist_pipeline.training import Epoch, train_recipe
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--model", required=True, help="a name under models: in params.yaml")
@@ -37,87 +30,80 @@ def main() -> None:
     parser.add_argument(
         "--env", required=True, type=Path, help="JSON of the machine and kernels that trained it"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    raw = load_checked_params(args.params, MODELS)
-    numerics = pin_numerics(raw)  # before torch computes anything
-    seed, settings, recipe = validate_seed(raw["seed"]), train_params(raw), model_params(raw, args.model)
-    pin_threads(settings.threads)
-    keep_freed_memory()
-    use_deterministic_kernels()
-    device = select_device(settings.device)
 
+def report_epoch(args: argparse.Namespace, epoch: Epoch) -> None:
+    """Print the epoch's line and rewrite the whole history so far, so `dvc plots show` shows it now."""
+    row = epoch.row
+    if epoch.resumed and row["epoch"] == 1:  # restored epochs come first, before any training
+        print(f"{args.model}: resuming from {args.checkpoint}", flush=True)
+    print(
+        f"{args.model} epoch {row['epoch']:3d}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
+        f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
+        f"{row['seconds']:.1f}s" + ("  (restored)" if epoch.resumed else ""),
+        flush=True,
+    )
+    write_csv(pd.DataFrame(epoch.history), args.history, float_format="%.6g")
+
+
+def main() -> None:
+    args = parse_args()
+    stage_outputs(
+        f"train@{args.model}",
+        args.history,
+        args.env,
+        resume=f"`dvc repro train@{args.model}` resumes after the last finished epoch ({args.checkpoint})",
+    )
+    config = load_checked_params(args.params, MODELS)
+    runtime = setup_process(config, deterministic=True)
+    seed, settings, recipe = (
+        model_seed(config, args.model),
+        train_params(config),
+        model_params(config, args.model),
+    )
     train_path, val_path = args.data / "train.pt", args.data / "val.pt"
     train_data, val_data = load_split(train_path), load_split(val_path)
     data = {"train": file_digest(train_path), "val": file_digest(val_path)}
-    preprocessing = preprocessing_of(recipe)
-    torch.manual_seed(seed)  # weight initialisation
-    model = preprocessing.prepare(build_model(recipe.arch).to(device))
     run_id = fingerprint(
-        recipe,
-        seed,
-        settings,
-        data["train"],
-        data["val"],
-        package_digest(),
-        torch.__version__,
-        str(device),
-        numerics,
-    )
+        recipe, seed, settings, data["train"], data["val"], package_digest(), torch.__version__,
+        str(runtime.device), runtime.numerics,
+    )  # fmt: skip
     checkpointer = FileCheckpointer(args.checkpoint, run_id)
-
     print(
-        f"{args.model}: {recipe.arch}, {count_parameters(model):,} parameters, "
-        f"{len(train_data[0])} train images, "
-        f"device {device}, {settings.threads} threads",
+        f"{args.model}: {recipe.arch}, seed {seed}, {len(train_data[0])} train images, "
+        f"device {runtime.device}, {runtime.threads} threads",
         flush=True,
     )
-    restored = 0
-    for epoch in fit_epochs(  # at least one epoch: params validation keeps epochs >= 1
-        model, recipe, train_data, val_data, seed, settings.eval_batch_size, checkpointer
-    ):
-        row, restored = epoch.row, restored + epoch.resumed
-        print(
-            f"{args.model} epoch {row['epoch']:3d}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.4f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
-            f"{row['seconds']:.1f}s" + (f"  (restored from {args.checkpoint})" if epoch.resumed else ""),
-            flush=True,
-        )
-        # the whole history so far, so that `dvc plots show` shows it now; written beside the checkpoint and
-        # renamed, so plots/train/ never holds a half-written or stray file
-        write_csv(pd.DataFrame(epoch.history), args.history, scratch=args.checkpoint.parent)
-    if restored:
-        print(f"{args.model}: resumed after epoch {restored} from {args.checkpoint}")
-
-    model.load_state_dict(epoch.best_state)
-    test_shifts, val_scores = choose_test_shifts(
-        model, recipe.test_shifts, *val_data, settings.eval_batch_size, preprocessing
-    )
+    trained = train_recipe(
+        recipe, seed, train_data, val_data, settings.eval_batch_size, runtime.device, checkpointer,
+        progress_to(args.model), lambda epoch: report_epoch(args, epoch),
+    )  # fmt: skip
     print(
-        f"{args.model}: test-time shifts {'on' if test_shifts else 'off'} ({recipe.test_shifts}; val "
-        + ", ".join(f"{mode} {s['accuracy']:.4f}" for mode, s in val_scores.items())
+        f"{args.model}: test-time shifts {'on' if trained.test_shifts else 'off'} ({recipe.test_shifts}; val "
+        + ", ".join(f"{mode} {s['accuracy']:.4f}" for mode, s in trained.val_scores.items())
         + ")"
     )
-    environment = runtime_environment(device, settings.threads, recipe.bf16, numerics)
+    environment = runtime_environment(runtime.device, runtime.threads, recipe.bf16, runtime.numerics)
     ModelFile(
         name=args.model,
         arch=recipe.arch,
-        weights=epoch.best_state,
-        preprocessing=preprocessing,
+        weights=trained.best_state,
+        preprocessing=trained.preprocessing,
         recipe=dataclasses.asdict(recipe),
         seed=seed,
         data=data,
         environment=bit_class(environment),  # what decides the bits; the CPU's name goes to --env
-        epochs_run=len(epoch.history),
-        best_epoch=epoch.best_epoch,
-        test_shifts=test_shifts,
-        val_scores=val_scores,
+        epochs_run=len(trained.history),
+        best_epoch=trained.best_epoch,
+        test_shifts=trained.test_shifts,
+        val_scores=trained.val_scores,
     ).save(args.out)
     write_json(args.env, environment)
     checkpointer.remove()
     print(
-        f"{args.model}: best val accuracy at epoch {epoch.best_epoch} of {len(epoch.history)}; "
-        f"wrote {args.out}"
+        f"{args.model}: {count_parameters(trained.model):,} parameters, best val accuracy at epoch "
+        f"{trained.best_epoch} of {len(trained.history)}; wrote {args.out}"
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 import sys
 import zipfile
@@ -14,17 +13,40 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_pipeline.cli import file_digest, fingerprint
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.inference import Preprocessing
+from mnist_pipeline.files import file_digest, fingerprint, save_torch
+from mnist_pipeline.inference import Preprocessing, predict_logits
 from mnist_pipeline.models import MODELS, build_model
 
 MODEL_FORMAT = "mnist-pipeline-model/3"  # /3: test_shifts and val_scores
 CHECKPOINT_FORMAT = "mnist-pipeline-checkpoint/1"
+TORCH_HEADERS = (b"PK\x03\x04", b"\x80")  # how torch.save's zip files and pickles (protocol 2+) begin
+MAX_SNIFF_BYTES = 1 << 20  # a refused file larger than this is not read whole to say what it is
+PREDICT_BATCH = 250  # images per forward pass in ModelFile.predict: evaluate.batch_size in params.yaml
 
 
 class ModelFileError(PipelineError):
     """A file that is not one of our model files, or not one this version can read."""
+
+
+def _foreign_file(path: Path, head: bytes, fix: str) -> str:
+    """Why a file that torch.save did not write is refused, and the fix; the ensemble's JSON by name."""
+    saved = None
+    if head.lstrip()[:1] in (b"{", b"[") and path.stat().st_size <= MAX_SNIFF_BYTES:
+        try:
+            saved = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+    if isinstance(saved, dict) and isinstance(saved.get("members"), dict) and "temperatures" in saved:
+        member = next(iter(saved["members"]), "<model>")
+        return (
+            f"{path} is not a model file: it is the ensemble stage's JSON record of the members it combines "
+            "and their weights, which holds no weights of its own (fix: classify images with the ensemble by "
+            f"`make predict MODEL=ensemble IMAGES=...` or `python -m mnist_tools.predict --ensemble "
+            f"--members-file {path} ...`, or load one member's model file, e.g. {path.parent / member}.pt)"
+        )
+    what = "JSON" if saved is not None else f"a file that starts with {head[:16]!r}"
+    return f"{path} is not a model file of this project: it is {what}, not a file torch.save wrote {fix}"
 
 
 def package_digest() -> str:
@@ -34,10 +56,9 @@ def package_digest() -> str:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous file intact
+    # written as <name>.tmp, the name torch.save records inside the zip: format /3 files were written so,
+    # and the same name keeps reruns byte-identical to them
+    save_torch(obj, path, staged_name=path.name + ".tmp")
 
 
 class FileCheckpointer:
@@ -138,9 +159,15 @@ class ModelFile:
             f"(fix: train it with `dvc repro {made_by}`, or fetch it with `dvc pull` or `dvc artifacts get`)"
         )
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            with path.open("rb") as f:
+                head = f.read(64)
         except FileNotFoundError:
             raise ModelFileError(f"{path} not found: stage {made_by} writes it {fix}") from None
+        # anything else, JSON or text say, would reach torch's unpickler and be called Python objects
+        if head and not head.startswith(TORCH_HEADERS):
+            raise ModelFileError(_foreign_file(path, head, fix))
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             # torch's own message advises retrying with weights_only=False, which would run the file's code
             raise ModelFileError(
@@ -193,6 +220,43 @@ class ModelFile:
                 f"(fix: retrain it with `dvc repro -f train@{self.name}`)"
             ) from None
         return self.preprocessing.prepare(model.to(device))
+
+    def module(self, device: torch.device | str = "cpu") -> nn.Module:
+        """The model ready to run: build() in eval mode; its input is preprocessing.input(images).
+
+        For predictions as the evaluate stage makes them, test-time shifts included, use predict():
+
+            >>> from mnist_pipeline.artifacts import ModelFile
+            >>> from mnist_pipeline.data import load_split
+            >>> images, labels = load_split("data/processed/test.pt")  # (N, 28, 28) uint8, (N,) int64
+            >>> record = ModelFile.load("models/lenet.pt")
+            >>> model = record.module()  # a torch.nn.Module in eval mode, on the CPU
+            >>> logits = model(record.preprocessing.input(images[:8]))  # one plain pass: (8, 10)
+            >>> probs = record.predict(images[:8], model)  # (8, 10) probabilities, shifts as the file says
+            >>> probs.argmax(1)  # the predicted digits
+        """
+        return self.build(device).eval()
+
+    def predict(
+        self, images: torch.Tensor, model: nn.Module | None = None, batch_size: int = PREDICT_BATCH
+    ) -> torch.Tensor:
+        """(N, 10) float32 class probabilities on the CPU of (N, 28, 28) or (N, 1, 28, 28) uint8 images.
+
+        Scored as the evaluate stage scores this file (inference.predict_logits): its preprocessing, and
+        with test_shifts the mean softmax over each image and its four 1-pixel shifts. Bit for bit the
+        softmax of the stage's logits under the same numerics (environment.pin_numerics) and batch_size.
+        model: this file's module(), to reuse across calls (built when None; its device is used).
+        """
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) not in ((28, 28), (1, 28, 28)):
+            raise PipelineError(
+                f"model {self.name!r} takes (N, 28, 28) or (N, 1, 28, 28) uint8 images, not "
+                f"{tuple(images.shape)} {images.dtype} (fix: pixels 0-255 as MNIST has them, e.g. "
+                "(x * 255).round().to(torch.uint8) for floats in [0, 1])"
+            )
+        if images.dim() == 4:
+            images = images[:, 0]
+        model = self.module() if model is None else model
+        return predict_logits(model, images, batch_size, self.preprocessing, self.test_shifts).softmax(1)
 
 
 def load_model(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import shutil
@@ -13,9 +14,16 @@ from pathlib import Path
 import torch
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.files import save_torch
 
 MIRROR_ENV = "MNIST_MIRROR"
-SPLITS = ("train", "val", "test")
+# md5 of each extracted file (torchvision checks the .gz archives' md5s; we keep only the extracted files)
+RAW_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
 
 
 class DownloadError(PipelineError):
@@ -42,15 +50,32 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) < 160 else text[:157] + "..."
 
 
-def download_mnist(out_dir: Path, mirrors: list[str], timeout_s: float) -> None:
+def _md5(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def verified_raw(out_dir: Path) -> bool:
+    """Whether out_dir/MNIST/raw holds exactly the four extracted MNIST files, each with its md5."""
+    raw = Path(out_dir, "MNIST", "raw")
+    if not raw.is_dir() or sorted(p.name for p in raw.iterdir()) != sorted(RAW_MD5):
+        return False
+    return all(_md5(raw / name) == md5 for name, md5 in RAW_MD5.items())
+
+
+def download_mnist(out_dir: Path, mirrors: list[str], timeout_s: float) -> bool:
     """Download and md5-check the four MNIST files into out_dir/MNIST/raw, trying each mirror in turn.
 
-    Files are fetched into a temporary folder beside out_dir and moved into place only when all
-    four are verified, so a failed or interrupted run never leaves files a later run would trust.
+    Files already there with MNIST's md5s are kept and False comes back: `dvc repro -f` keeps this
+    stage's output (persist), so a forced rerun offline still has its data. Otherwise files are
+    fetched into a temporary folder beside out_dir and moved into place only when all four are
+    verified, so a failed or interrupted run never leaves files a later run would trust; True.
     """
     from torchvision.datasets import MNIST
 
     out_dir = Path(out_dir)
+    if verified_raw(out_dir):
+        return False
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     previous_timeout = socket.getdefaulttimeout()
@@ -73,7 +98,7 @@ def download_mnist(out_dir: Path, mirrors: list[str], timeout_s: float) -> None:
                     shutil.rmtree(out_dir)
                 os.replace(tmp, out_dir)
                 os.mkdir(tmp)  # let TemporaryDirectory clean up an empty folder
-                return
+                return True
     finally:
         socket.setdefaulttimeout(previous_timeout)
     raise DownloadError(
@@ -116,8 +141,7 @@ def split_train_val(
 
 def save_split(path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
     """Write one split as {'images': (N, 28, 28) uint8, 'labels': (N,) int64}."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"images": images, "labels": labels}, path)
+    save_torch({"images": images, "labels": labels}, path)
 
 
 def load_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -212,9 +212,9 @@ def apply_numerics(mode: str) -> dict[str, str | None]:
     return kernels
 
 
-def pin_numerics(raw: dict[str, Any]) -> str:
+def pin_numerics(config: dict[str, Any]) -> str:
     """Apply params.yaml's numerics mode to this process and return it, before torch computes anything."""
-    mode = numerics_param(raw)
+    mode = numerics_param(config)
     apply_numerics(mode)
     return mode
 

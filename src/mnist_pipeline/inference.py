@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -84,12 +85,13 @@ def predict_modes(
     batch_size: int,
     preprocessing: Preprocessing,
     modes: tuple[str, ...],
+    advance: Callable[[int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """(N, 10) float32 outputs on the CPU for (N, 28, 28) uint8 images, in eval mode, per mode asked for.
 
     "plain": the logits. "shifted": the log of the mean softmax over the image and its four 1-pixel
     shifts (SHIFTS), log-probabilities that argmax, softmax and cross-entropy read like logits. Asked
-    for together, the image's own pass serves both.
+    for together, the image's own pass serves both. advance, if given, is told each batch's image count.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -104,6 +106,8 @@ def predict_modes(
             for dy, dx in SHIFTS[1:]:
                 probs = probs + model(preprocessing.input(shift_images(batch, dy, dx))).float().softmax(1)
             out["shifted"].append((probs / len(SHIFTS)).log().cpu())
+        if advance is not None:
+            advance(len(batch))
     return {mode: torch.cat(parts) if parts else torch.empty(0, 10) for mode, parts in out.items()}
 
 
@@ -113,13 +117,15 @@ def predict_logits(
     batch_size: int,
     preprocessing: Preprocessing,
     test_shifts: bool = False,
+    advance: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Logits (N, 10) float32 on the CPU for (N, 28, 28) uint8 images, in eval mode.
 
     With test_shifts, the log of the mean softmax over the image and its four 1-pixel shifts (SHIFTS).
+    advance, if given, is told each batch's image count (a progress bar).
     """
     mode = "shifted" if test_shifts else "plain"
-    return predict_modes(model, images, batch_size, preprocessing, (mode,))[mode]
+    return predict_modes(model, images, batch_size, preprocessing, (mode,), advance)[mode]
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

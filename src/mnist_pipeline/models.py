@@ -25,18 +25,21 @@ class ModelCard:
     build: Callable[[], nn.Module]
     description: str  # the artifact's desc
     labels: tuple[str, ...]  # the artifact's labels
+    parameters: int  # worked out from the layer list; tests/unit/test_models.py builds the model and counts
 
 
 MODELS: dict[str, ModelCard] = {}
 
 
-def register_model(name: str, description: str, labels: tuple[str, ...]) -> Callable[[Builder], Builder]:
+def register_model(
+    name: str, description: str, labels: tuple[str, ...], parameters: int
+) -> Callable[[Builder], Builder]:
     """Add the decorated builder (a class or function without arguments) to MODELS; each name only once."""
 
     def register(build: Builder) -> Builder:
         if name in MODELS:
             raise ValueError(f"model {name!r} is already registered (by {MODELS[name].build.__qualname__})")
-        MODELS[name] = ModelCard(name, build, description, tuple(labels))
+        MODELS[name] = ModelCard(name, build, description, tuple(labels), parameters)
         return build
 
     return register
@@ -46,6 +49,9 @@ def register_model(name: str, description: str, labels: tuple[str, ...]) -> Call
     "resnet18",
     "ResNet18 with a 1-channel 7x7 stem (seed 000), 11.2M parameters",
     ("mnist", "seed-000", "convnet", "resnet"),
+    # torchvision ResNet18 (11,689,512) with conv1 1x64x7x7 (-3 input channels: -6,272)
+    # and fc 512x10+10 instead of 512x1000+1000 (-507,870)
+    parameters=11_689_512 - 6_272 - 507_870,
 )
 def resnet18() -> nn.Module:
     """Seed 000: torchvision ResNet18 with a 1-channel 7x7/2 stem and a 10-way head."""
@@ -58,7 +64,16 @@ def resnet18() -> nn.Module:
     return use_dense_small_maps(model)
 
 
-@register_model("mlp", "784-300-100-10 MLP with BatchNorm (seed 001)", ("mnist", "seed-001", "mlp"))
+@register_model(
+    "mlp",
+    "784-300-100-10 MLP with BatchNorm (seed 001)",
+    ("mnist", "seed-001", "mlp"),
+    parameters=235_500
+    + 600
+    + 30_100
+    + 200
+    + 1_010,  # 784x300+300, BN 2x300, 300x100+100, BN 2x100, 100x10+10
+)
 class MLP(nn.Module):
     """Seed 001: 784-300-100-10 with BatchNorm after each hidden Linear."""
 
@@ -94,13 +109,31 @@ class TwoConvNet(nn.Module):
         return self.fc2(x)
 
 
-@register_model("lenet", "LeNet-style 2 conv + 2 fc (seed 002)", ("mnist", "seed-002", "convnet"))
+@register_model(
+    "lenet",
+    "LeNet-style 2 conv + 2 fc (seed 002)",
+    ("mnist", "seed-002", "convnet"),
+    # conv 1→24 3x3, conv 24→48 3x3, fc 1200→200, fc 200→10
+    parameters=(24 * 9 + 24) + (48 * 24 * 9 + 48) + (1200 * 200 + 200) + (200 * 10 + 10),
+)
 def lenet() -> nn.Module:
     """Seed 002: conv 24 → conv 48 → fc 1200→200 → fc 200→10."""
     return TwoConvNet(24, 48, 200)
 
 
-@register_model("cnn6", "six 3x3 convs and one linear layer (seed 003)", ("mnist", "seed-003", "convnet"))
+@register_model(
+    "cnn6",
+    "six 3x3 convs and one linear layer (seed 003)",
+    ("mnist", "seed-003", "convnet"),
+    # convs 1→16, 16→16, 16→32, 32→32, 32→64, 64→64 (3x3), fc 64x7x7→10
+    parameters=(16 * 9 + 16)
+    + (16 * 16 * 9 + 16)
+    + (32 * 16 * 9 + 32)
+    + (32 * 32 * 9 + 32)
+    + (64 * 32 * 9 + 64)
+    + (64 * 64 * 9 + 64)
+    + (3136 * 10 + 10),
+)
 class CNN6(nn.Module):
     """Seed 003: six 3x3 convs (16,16,32,32,64,64) with two max-pools and one Linear."""
 
@@ -129,7 +162,13 @@ class CNN6(nn.Module):
         return self.out(torch.flatten(x, 1))
 
 
-@register_model("cnn2", "2 conv + 2 fc (seed 004)", ("mnist", "seed-004", "convnet"))
+@register_model(
+    "cnn2",
+    "2 conv + 2 fc (seed 004)",
+    ("mnist", "seed-004", "convnet"),
+    # conv 1→32 3x3, conv 32→64 3x3, fc 1600→64, fc 64→10
+    parameters=(32 * 9 + 32) + (64 * 32 * 9 + 64) + (1600 * 64 + 64) + (64 * 10 + 10),
+)
 def cnn2() -> nn.Module:
     """Seed 004: conv 32 → conv 64 → fc 1600→64 → fc 64→10."""
     return TwoConvNet(32, 64, 64)
@@ -142,7 +181,15 @@ def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
 
 
 @register_model(
-    "bnnet", "four 3x3 convs with BatchNorm and a dense head, weight EMA (ours)", ("mnist", "ours", "convnet")
+    "bnnet",
+    "four 3x3 convs with BatchNorm and a dense head, weight EMA (ours)",
+    ("mnist", "ours", "convnet"),
+    # bias-free 3x3 convs 1→16, 16→48, 48→48, 48→96, each with BN; fc 96x7x7→10
+    parameters=(16 * 9 + 32)
+    + (48 * 16 * 9 + 96)
+    + (48 * 48 * 9 + 96)
+    + (96 * 48 * 9 + 192)
+    + (4704 * 10 + 10),
 )
 class BNNet(nn.Module):
     """Ours: four 3x3 convs with BatchNorm, one at 28x28, two at 14x14, one at 7x7; a dense head on 7x7."""

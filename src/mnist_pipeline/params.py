@@ -27,7 +27,10 @@ class ParamsError(PipelineError):
     """A params.yaml value that the pipeline cannot use; the message names the key, then the fix."""
 
     def __init__(
-        self, problem: str, fix: str = "correct it in params.yaml or in your `dvc exp run -S` override"
+        self,
+        problem: str,
+        fix: str = "correct it in params.yaml or in your `dvc exp run -S` override; "
+        "`git checkout params.yaml` restores the committed file",
     ) -> None:
         super().__init__(f"{problem} (fix: {fix})")
 
@@ -128,17 +131,21 @@ def _check_type(path: str, value: Any, tp: Any) -> Any:
     raise ParamsError(f"{path} = {value!r} is a {type(value).__name__}; it must be a {_type_name(tp)}")
 
 
-def build_section(cls: type[T], section: Any, path: str) -> T:
-    """Build dataclass cls from a params mapping, naming the key path in any error."""
+def build_section(cls: type[T], section: Any, path: str, handled: tuple[str, ...] = ()) -> T:
+    """Build dataclass cls from a params mapping, naming the key path in any error.
+
+    Keys in handled are valid but not fields of cls: the caller reads them itself.
+    """
     if not isinstance(section, dict):
         raise ParamsError(f"{path} must be a mapping of keys to values, got {section!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
+    valid = [*fields, *handled]
     for key in section:
-        if key not in fields:
-            close = suggest(str(key), fields)
+        if key not in valid:
+            close = suggest(str(key), valid)
             hint = f" (did you mean {path}.{close}?)" if close else ""
-            raise ParamsError(f"unknown key {path}.{key}{hint}; valid keys: {', '.join(fields)}")
+            raise ParamsError(f"unknown key {path}.{key}{hint}; valid keys: {', '.join(valid)}")
     values = {}
     for name, field in fields.items():
         required = field.default is dataclasses.MISSING
@@ -200,16 +207,28 @@ def validate_model(params: ModelParams, path: str, architectures: Iterable[str] 
     return params
 
 
-def validate_seed(seed: Any) -> int:
-    """The top-level seed must be a non-negative integer."""
-    seed = _check_type("seed", seed, int)
-    _require(seed >= 0, f"seed = {seed} must be >= 0")
+def revise(
+    recipe: ModelParams, path: str, architectures: Iterable[str] | None = None, **changes: Any
+) -> ModelParams:
+    """recipe with some keys changed, typed and range-checked again as the loader checks params.yaml.
+
+    What a tool overrides (`make frontier RUNS=bnnet:12`, the CPU zoo's few steps) is held to the same
+    rules as what params.yaml says: no recipe reaches training without passing them.
+    """
+    section = {**dataclasses.asdict(recipe), **changes}
+    return validate_model(build_section(ModelParams, section, path), path, architectures)
+
+
+def validate_seed(seed: Any, path: str = "seed") -> int:
+    """A seed (the top-level one, or a model's own) must be a non-negative integer."""
+    seed = _check_type(path, seed, int)
+    _require(seed >= 0, f"{path} = {seed} must be >= 0")
     return seed
 
 
-def numerics_param(raw: dict[str, Any]) -> str:
+def numerics_param(config: dict[str, Any]) -> str:
     """The top-level numerics mode: portable (the same bits on every x86-64 AVX2 CPU) or native."""
-    mode = _check_type("numerics", _section(raw, "numerics"), str)
+    mode = _check_type("numerics", _section(config, "numerics"), str)
     _choice("numerics", mode, NUMERICS)
     return mode
 
@@ -222,32 +241,32 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     try:
         with path.open() as f:
-            raw = yaml.safe_load(f)
+            config = yaml.safe_load(f)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found", "run from the project root or pass --params") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
+    if not isinstance(config, dict):
         raise ParamsError(f"{path} must be a mapping at the top level")
-    return raw
+    return config
 
 
-def _section(raw: dict[str, Any], name: str) -> Any:
-    if name not in raw:
+def _section(config: dict[str, Any], name: str) -> Any:
+    if name not in config:
         raise ParamsError(f"missing section {name}: in params.yaml")
-    return raw[name]
+    return config[name]
 
 
-def download_params(raw: dict[str, Any]) -> DownloadParams:
+def download_params(config: dict[str, Any]) -> DownloadParams:
     """The download: section, validated."""
-    params = build_section(DownloadParams, _section(raw, "download"), "download")
+    params = build_section(DownloadParams, _section(config, "download"), "download")
     _require(params.timeout_s > 0, f"download.timeout_s = {params.timeout_s} must be > 0")
     return params
 
 
-def preprocess_params(raw: dict[str, Any]) -> PreprocessParams:
+def preprocess_params(config: dict[str, Any]) -> PreprocessParams:
     """The preprocess: section, validated."""
-    params = build_section(PreprocessParams, _section(raw, "preprocess"), "preprocess")
+    params = build_section(PreprocessParams, _section(config, "preprocess"), "preprocess")
     _require(
         1 <= params.val_size < MNIST_TRAIN_SIZE,
         f"preprocess.val_size = {params.val_size} must be between 1 and {MNIST_TRAIN_SIZE - 1} "
@@ -259,18 +278,18 @@ def preprocess_params(raw: dict[str, Any]) -> PreprocessParams:
     return params
 
 
-def train_params(raw: dict[str, Any]) -> TrainParams:
+def train_params(config: dict[str, Any]) -> TrainParams:
     """The train: section shared by every model, validated."""
-    params = build_section(TrainParams, _section(raw, "train"), "train")
+    params = build_section(TrainParams, _section(config, "train"), "train")
     _choice("train.device", params.device, DEVICES)
     _require(params.threads >= 1, f"train.threads = {params.threads} must be >= 1")
     _require(params.eval_batch_size >= 1, f"train.eval_batch_size = {params.eval_batch_size} must be >= 1")
     return params
 
 
-def model_names(raw: dict[str, Any]) -> list[str]:
+def model_names(config: dict[str, Any]) -> list[str]:
     """The names under models:, which become stage names and file names."""
-    models = _section(raw, "models")
+    models = _section(config, "models")
     if not isinstance(models, dict) or not models:
         raise ParamsError("models: in params.yaml must map model names to recipes")
     for name in models:
@@ -281,34 +300,55 @@ def model_names(raw: dict[str, Any]) -> list[str]:
     return list(models)
 
 
-def model_params(raw: dict[str, Any], name: str, architectures: Iterable[str] | None = None) -> ModelParams:
+def model_params(
+    config: dict[str, Any], name: str, architectures: Iterable[str] | None = None
+) -> ModelParams:
     """The models.<name>: recipe, validated (arch too when the registry names are given)."""
-    models = raw["models"] if name in model_names(raw) else {}
+    models = config["models"] if name in model_names(config) else {}
     if name not in models:
-        raise ParamsError(f"no models.{name} in params.yaml; defined models: {', '.join(model_names(raw))}")
+        raise ParamsError(
+            f"no models.{name} in params.yaml; defined models: {', '.join(model_names(config))}"
+        )
     path = f"models.{name}"
-    return validate_model(build_section(ModelParams, models[name], path), path, architectures)
+    recipe = build_section(ModelParams, models[name], path, handled=(MODEL_SEED,))
+    if MODEL_SEED in models[name]:  # a bad models.<name>.seed fails with the rest of the recipe
+        validate_seed(models[name][MODEL_SEED], f"{path}.{MODEL_SEED}")
+    return validate_model(recipe, path, architectures)
 
 
-def evaluate_params(raw: dict[str, Any]) -> EvaluateParams:
+# A model's own seed: not part of its recipe (ModelParams), which model files and checkpoint fingerprints
+# record; a model without one takes the top-level seed, so `bnnet_s1: {arch: bnnet, seed: 1, ...}` is bnnet
+# trained from another initialisation, order and augmentation, scored on the same val split.
+MODEL_SEED = "seed"
+
+
+def model_seed(config: dict[str, Any], name: str) -> int:
+    """The seed models.<name> trains with: its own `seed` key, else the top-level seed."""
+    recipe = config["models"][name]
+    if isinstance(recipe, dict) and MODEL_SEED in recipe:
+        return validate_seed(recipe[MODEL_SEED], f"models.{name}.{MODEL_SEED}")
+    return validate_seed(_section(config, "seed"))
+
+
+def evaluate_params(config: dict[str, Any]) -> EvaluateParams:
     """The evaluate: section, validated."""
-    params = build_section(EvaluateParams, _section(raw, "evaluate"), "evaluate")
+    params = build_section(EvaluateParams, _section(config, "evaluate"), "evaluate")
     _require(params.batch_size >= 1, f"evaluate.batch_size = {params.batch_size} must be >= 1")
     return params
 
 
-def ensemble_params(raw: dict[str, Any]) -> EnsembleParams:
+def ensemble_params(config: dict[str, Any]) -> EnsembleParams:
     """The ensemble: section, validated."""
-    params = build_section(EnsembleParams, _section(raw, "ensemble"), "ensemble")
+    params = build_section(EnsembleParams, _section(config, "ensemble"), "ensemble")
     _require(
         params.rounds >= 0, f"ensemble.rounds = {params.rounds} must be >= 0 (0 keeps the best model alone)"
     )
     return params
 
 
-def plot_params(raw: dict[str, Any]) -> PlotParams:
+def plot_params(config: dict[str, Any]) -> PlotParams:
     """The plot: section, validated."""
-    params = build_section(PlotParams, _section(raw, "plot"), "plot")
+    params = build_section(PlotParams, _section(config, "plot"), "plot")
     _require(params.dpi >= 10, f"plot.dpi = {params.dpi} must be >= 10")
     return params
 
@@ -320,9 +360,9 @@ class GuardParams:
     )
 
 
-def guard_params(raw: dict[str, Any]) -> GuardParams:
+def guard_params(config: dict[str, Any]) -> GuardParams:
     """The guard: section, validated."""
-    params = build_section(GuardParams, _section(raw, "guard"), "guard")
+    params = build_section(GuardParams, _section(config, "guard"), "guard")
     _require(
         params.max_accuracy_drop_pp >= 0,
         f"guard.max_accuracy_drop_pp = {params.max_accuracy_drop_pp} must be >= 0",
@@ -344,23 +384,23 @@ SECTIONS = (
 )
 
 
-def check_params(raw: dict[str, Any], architectures: Iterable[str] | None = None) -> None:
+def check_params(config: dict[str, Any], architectures: Iterable[str] | None = None) -> None:
     """Validate every section of params.yaml; raise ParamsError on the first problem."""
-    for key in raw:
+    for key in config:
         if key not in SECTIONS:
             close = suggest(str(key), SECTIONS)
             hint = f" (did you mean {close}?)" if close else ""
             raise ParamsError(
                 f"unknown section {key}{hint} in params.yaml; valid sections: {', '.join(SECTIONS)}"
             )
-    validate_seed(_section(raw, "seed"))
-    numerics_param(raw)
-    download_params(raw)
-    preprocess_params(raw)
-    train_params(raw)
-    for name in model_names(raw):
-        model_params(raw, name, architectures)
-    evaluate_params(raw)
-    ensemble_params(raw)
-    plot_params(raw)
-    guard_params(raw)
+    validate_seed(_section(config, "seed"))
+    numerics_param(config)
+    download_params(config)
+    preprocess_params(config)
+    train_params(config)
+    for name in model_names(config):
+        model_params(config, name, architectures)
+    evaluate_params(config)
+    ensemble_params(config)
+    plot_params(config)
+    guard_params(config)

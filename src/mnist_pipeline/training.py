@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,19 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from mnist_pipeline.inference import Preprocessing, predict_logits
-from mnist_pipeline.params import ModelParams
-
-
-def use_deterministic_kernels() -> None:
-    """Deterministic algorithms, as every training run sets them, without the NaN fill of new tensors.
-
-    The fill (on by default with deterministic algorithms) only exposes reads of uninitialised memory,
-    which would also break the byte-identical reruns the tests check; it wrote every new tensor once
-    more and took 3% of a resnet18 and 12% of a bnnet training step (profiler, 2-core EPYC Zen 4).
-    """
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
+from mnist_pipeline.inference import Preprocessing, choose_test_shifts, predict_logits
+from mnist_pipeline.models import build_model
+from mnist_pipeline.params import OPTIMIZERS, SCHEDULES, ModelParams, ParamsError
+from mnist_pipeline.progress import Advance, Progress, no_progress
 
 
 def preprocessing_of(recipe: ModelParams) -> Preprocessing:
@@ -81,12 +72,18 @@ def build_optimizer(model: nn.Module, recipe: ModelParams) -> torch.optim.Optimi
     # fused: one ATen kernel per step whose square root is the CPU's IEEE instruction. The default
     # (foreach) path takes large float32 square roots from MKL's VML, which rounds 1 ulp differently in
     # ~16% of elements depending on the CPU, whatever numerics mode (docs/results.md: the CPU zoo).
-    adam = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
-    return adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
+    adams = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if recipe.optimizer not in adams:  # a recipe built around the loader (dataclasses.replace) lands here
+        raise ParamsError(f"optimizer {recipe.optimizer!r} is not one of: {', '.join(OPTIMIZERS)}")
+    return adams[recipe.optimizer](
+        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True
+    )
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, recipe: ModelParams, steps_per_epoch: int) -> Any:
     """A per-step learning-rate schedule for the whole run of recipe.epochs epochs."""
+    if recipe.schedule not in SCHEDULES:
+        raise ParamsError(f"schedule {recipe.schedule!r} is not one of: {', '.join(SCHEDULES)}")
     total = recipe.epochs * steps_per_epoch
     warmup = int(recipe.warmup_frac * total)
     if recipe.schedule == "onecycle":
@@ -126,6 +123,7 @@ def train_one_epoch(
     generator: torch.Generator,
     ema: AveragedModel | None = None,
     augmented: bool = True,
+    advance: Advance | None = None,
 ) -> tuple[float, float]:
     """One pass over the training images in a seeded random order, one optimiser and schedule step per batch.
 
@@ -139,6 +137,7 @@ def train_one_epoch(
         generator: draws the order and the augmentation; its state advances.
         ema: a weight average to update after every step, or None.
         augmented: whether this epoch's images get the recipe's random rotation, shift and zoom.
+        advance: told the number of images after each step (a progress bar), or None.
 
     Returns:
         The mean training loss and the accuracy over the epoch's batches, as seen while training.
@@ -170,6 +169,8 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(1) == y).sum()
         seen += len(idx)
+        if advance is not None:
+            advance(len(idx))
     return loss_sum.item() / seen, correct.item() / seen
 
 
@@ -191,16 +192,6 @@ class Epoch:
     resumed: bool  # restored from the checkpoint rather than trained by this call
 
 
-@dataclass
-class FitResult:
-    """What training produced: the best-on-val weights and the per-epoch history."""
-
-    best_state: dict[str, torch.Tensor]
-    best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    resumed_from: int = 0  # epochs restored from a checkpoint (0: started fresh)
-
-
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -213,8 +204,9 @@ def fit_epochs(
     seed: int,
     eval_batch_size: int,
     checkpointer: Checkpointer | None = None,
+    progress: Progress = no_progress,
 ) -> Iterator[Epoch]:
-    """Train epoch by epoch, scoring val after each; yield each epoch as it ends.
+    """Train epoch by epoch, scoring val after each; yield each epoch (an Epoch) as it ends.
 
     Training runs for up to recipe.epochs and stops early once val accuracy has not improved for
     recipe.patience epochs. The scored weights (the EMA average when the recipe keeps one) with the
@@ -229,107 +221,169 @@ def fit_epochs(
         seed: seeds the batch order and the augmentation.
         eval_batch_size: images per forward pass when scoring val.
         checkpointer: where each epoch's state is saved and a killed run's state is restored, or None.
-
-    Yields:
-        One Epoch per epoch run or restored, in order.
+        progress: shown each epoch's images as they train (progress.progress_to for a bar or log lines).
     """
     device = next(model.parameters()).device
     train_images, train_labels = (t.to(device) for t in train_data)  # moved to the device once
     val_images = val_data[0].to(device)  # scored after every epoch: moved once too
-    val_labels = val_data[1]
     preprocessing = preprocessing_of(recipe)
-    generator = torch.Generator().manual_seed(seed)  # shuffling and augmentation
-    optimizer = build_optimizer(model, recipe)
-    scheduler = build_scheduler(optimizer, recipe, len(batch_slices(len(train_images), recipe.batch_size)))
-    ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
-        if recipe.ema_decay
-        else None
-    )
-    scored = ema.module if ema is not None else model  # the weights that val selects and that are saved
-    history: list[dict[str, float]] = []
-    best_state, best_epoch, best_acc, stale = _clone_state(model), 0, -1.0, 0
-
+    batches = batch_slices(len(train_images), recipe.batch_size)
+    run = _Run.start(model, recipe, seed, len(batches))
     saved = checkpointer.load() if checkpointer else None
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        history, best_state = saved["history"], saved["best_state"]
-        best_epoch, best_acc, stale = saved["best_epoch"], saved["best_acc"], saved["stale"]
-        for done, row in enumerate(history, 1):
-            yield Epoch(row, history[:done], best_state, best_epoch, resumed=True)
+        run.restore(saved)
+        for done, row in enumerate(run.history, 1):
+            yield Epoch(row, run.history[:done], run.best_state, run.best_epoch, resumed=True)
 
-    for epoch in range(len(history) + 1, recipe.epochs + 1):
-        if recipe.patience and stale >= recipe.patience:
+    for epoch in range(len(run.history) + 1, recipe.epochs + 1):
+        if recipe.patience and run.stale >= recipe.patience:
             break
         start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        augmented = augmented_epoch(epoch, recipe)
-        train_loss, train_acc = train_one_epoch(
-            model, optimizer, scheduler, train_images, train_labels, recipe, generator, ema, augmented
-        )
+        lr = run.optimizer.param_groups[0]["lr"]
+        with progress(f"epoch {epoch}/{recipe.epochs}", sum(p.stop - p.start for p in batches)) as advance:
+            train_loss, train_acc = train_one_epoch(
+                model, run.optimizer, run.scheduler, train_images, train_labels, recipe, run.generator,
+                run.ema, augmented_epoch(epoch, recipe), advance,
+            )  # fmt: skip
         with bf16_autocast(device, recipe.bf16):  # val as trained: half the time
-            logits = predict_logits(scored, val_images, eval_batch_size, preprocessing)
-        val_loss = F.cross_entropy(logits, val_labels).item()
-        val_acc = (logits.argmax(1) == val_labels).float().mean().item()
-        if val_acc > best_acc:
-            best_state, best_epoch, best_acc, stale = _clone_state(scored), epoch, val_acc, 0
-        else:
-            stale += 1
-        row = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "seconds": time.perf_counter() - start,
-        }
-        history.append(row)
+            logits = predict_logits(run.scored, val_images, eval_batch_size, preprocessing)
+        val_loss = F.cross_entropy(logits, val_data[1]).item()
+        val_acc = (logits.argmax(1) == val_data[1]).float().mean().item()
+        run.keep_if_best(epoch, val_acc)
+        seconds = time.perf_counter() - start
+        run.history.append(dict(epoch=epoch, lr=lr, train_loss=train_loss, train_acc=train_acc,
+                                val_loss=val_loss, val_acc=val_acc, seconds=seconds))  # fmt: skip
         if checkpointer:
-            checkpointer.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                    "best_state": best_state,
-                    "best_epoch": best_epoch,
-                    "best_acc": best_acc,
-                    "stale": stale,
-                }
+            checkpointer.save(run.state())
+        yield Epoch(run.history[-1], list(run.history), run.best_state, run.best_epoch, resumed=False)
+
+
+@dataclass
+class _Run:
+    """What fit_epochs carries from one epoch to the next, and what a checkpoint holds to resume it."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: AveragedModel | None
+    generator: torch.Generator  # shuffling and augmentation
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_acc: float = -1.0
+    stale: int = 0  # epochs since val accuracy last improved
+
+    @classmethod
+    def start(cls, model: nn.Module, recipe: ModelParams, seed: int, steps_per_epoch: int) -> _Run:
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = build_optimizer(model, recipe)
+        scheduler = build_scheduler(optimizer, recipe, steps_per_epoch)
+        ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+            if recipe.ema_decay
+            else None
+        )
+        return cls(model, optimizer, scheduler, ema, generator, _clone_state(model))
+
+    @property
+    def scored(self) -> nn.Module:
+        """The weights that val selects and that are saved: the EMA average when the recipe keeps one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def keep_if_best(self, epoch: int, val_acc: float) -> None:
+        if val_acc > self.best_acc:
+            self.best_state, self.best_epoch, self.best_acc, self.stale = (
+                _clone_state(self.scored),
+                epoch,
+                val_acc,
+                0,
             )
-        yield Epoch(row, list(history), best_state, best_epoch, resumed=False)
+        else:
+            self.stale += 1
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "best_state": self.best_state,
+            "best_epoch": self.best_epoch,
+            "best_acc": self.best_acc,
+            "stale": self.stale,
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.history, self.best_state = saved["history"], saved["best_state"]
+        self.best_epoch, self.best_acc, self.stale = saved["best_epoch"], saved["best_acc"], saved["stale"]
 
 
-def fit(
-    model: nn.Module,
+def build_seeded(recipe: ModelParams, seed: int, device: torch.device | str = "cpu") -> nn.Module:
+    """The model a recipe starts from: seeded initialisation, built, on the device, in its memory format."""
+    torch.manual_seed(seed)  # weight initialisation
+    return preprocessing_of(recipe).prepare(build_model(recipe.arch).to(device))
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What train_recipe made: the model with its best-on-val weights, and how it got there."""
+
+    model: nn.Module  # best_state loaded
+    preprocessing: Preprocessing
+    best_state: dict[str, torch.Tensor]  # on the CPU
+    best_epoch: int
+    history: list[dict[str, float]]  # one row per epoch, as Epoch.row
+    test_shifts: bool  # chosen on val (recipe.test_shifts: auto) or set by the recipe
+    val_scores: dict[str, dict[str, float]]  # val accuracy and loss per way of predicting that was scored
+
+
+def train_recipe(
     recipe: ModelParams,
+    seed: int,
     train_data: tuple[torch.Tensor, torch.Tensor],
     val_data: tuple[torch.Tensor, torch.Tensor],
-    seed: int,
     eval_batch_size: int,
+    device: torch.device | str = "cpu",
     checkpointer: Checkpointer | None = None,
-) -> FitResult:
-    """Run fit_epochs to the end and return its outcome.
+    progress: Progress = no_progress,
+    on_epoch: Callable[[Epoch], None] | None = None,
+) -> TrainedModel:
+    """Train a recipe as the train stage does: seed, build, fit, keep the best weights, choose test shifts.
+
+    The train stage, `make frontier`, the CPU zoo and the benchmark's time-to-accuracy all train
+    through here, so a number from any of them is a number the pipeline would produce.
 
     Args:
-        model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer: as for fit_epochs.
-
-    Returns:
-        The best-on-val weights and their epoch, the whole history, and how many epochs were restored.
+        recipe: the model's section of params.yaml, validated (params.model_params or params.revise).
+        seed: the model's seed (params.model_seed): initialisation, batch order, augmentation.
+        train_data, val_data, eval_batch_size, checkpointer, progress: as for fit_epochs.
+        device: where to train.
+        on_epoch: called with each epoch as it ends (restored ones first), e.g. to print and save history.
     """
-    last, resumed = None, 0
-    for last in fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer):
-        resumed += last.resumed
-    if last is None:  # recipe.epochs == 0: the weights as built
-        return FitResult(best_state=_clone_state(model), best_epoch=0)
-    return FitResult(last.best_state, last.best_epoch, last.history, resumed)
+    model = build_seeded(recipe, seed, device)
+    last = None
+    for last in fit_epochs(
+        model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer, progress
+    ):
+        if on_epoch is not None:
+            on_epoch(last)
+    if last is None:  # params validation keeps epochs >= 1
+        raise ValueError(f"recipe {recipe.arch} trained no epoch: epochs = {recipe.epochs}")
+    model.load_state_dict(last.best_state)
+    preprocessing = preprocessing_of(recipe)
+    test_shifts, val_scores = choose_test_shifts(
+        model, recipe.test_shifts, *val_data, eval_batch_size, preprocessing
+    )
+    return TrainedModel(
+        model, preprocessing, last.best_state, last.best_epoch, last.history, test_shifts, val_scores
+    )

@@ -8,7 +8,7 @@ reverse order) so that the machine's drifting speed falls on all alike; the tabl
 images/s and the spread (half the interquartile range, as a share of the median). For each seed
 model, the same images, model, optimiser and batch size are trained (a) the seeds' way and (b)
 through our tensor-resident path, both with the train stage's allocator setting
-(cli.keep_freed_memory). Each row also gives our rate as a share of the machine's fp32 matmul rate
+(runtime.keep_freed_memory). Each row also gives our rate as a share of the machine's fp32 matmul rate
 (a 2048x2048 matmul timed in the row's rounds), from the FLOPs of one training step
 (torch.utils.flop_counter: forward and backward of the stock modules, so both ways are charged the
 same work). The full mode also times lenet to the seed's 99.16% test accuracy under the seed's
@@ -36,14 +36,14 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from mnist_pipeline.cli import keep_freed_memory, run
+from mnist_pipeline.cli import run
 from mnist_pipeline.data import load_raw
-from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.inference import Preprocessing, predict_logits
 from mnist_pipeline.models import build_model
-from mnist_pipeline.params import ModelParams, load_params, model_names, model_params
+from mnist_pipeline.params import ModelParams, load_params, model_names, model_params, revise
+from mnist_pipeline.runtime import setup_process
 from mnist_pipeline.smallconv import use_stock_convs
-from mnist_pipeline.training import build_optimizer, fit_epochs, preprocessing_of
+from mnist_pipeline.training import build_optimizer, build_seeded, fit_epochs
 
 # The seeds' data pipelines: batch size, normalisation, RandomRotation degrees, DataLoader workers.
 SEED_LOADERS = {
@@ -175,10 +175,9 @@ def our_work(
     The run is planned for many more epochs than a bench makes (its schedule must not end) and scores
     an empty val split (NaN, no time), so each call times the training pass alone.
     """
-    torch.manual_seed(0)
-    model = preprocessing_of(recipe).prepare(build_model(recipe.arch))
+    model = build_seeded(recipe, seed=0)
     trained = torch.compile(model) if compile else model
-    long_run = dataclasses.replace(recipe, epochs=100_000, patience=0)
+    long_run = revise(recipe, f"models.{recipe.arch}", epochs=100_000, patience=0)
     epochs = fit_epochs(
         trained, long_run, (images, labels), (images[:0], labels[:0]), seed=0, eval_batch_size=1000
     )
@@ -209,7 +208,9 @@ def throughput(
     Our way takes the memory format and bf16 autocast of the committed recipe (params.yaml).
     """
     train_images, train_labels = load_raw(raw, train=True)
-    ours = dataclasses.replace(seed_recipe(name), channels_last=committed.channels_last, bf16=committed.bf16)
+    ours = revise(
+        seed_recipe(name), f"models.{name}", channels_last=committed.channels_last, bf16=committed.bf16
+    )
     return measure_interleaved(
         {
             "seed": (seed_work(raw, name, images), images),
@@ -255,12 +256,12 @@ def lever_rates(
 
     rates = {
         f"{'NHWC' if channels_last else 'NCHW'} {'bf16' if bf16 else 'fp32'}": rate(
-            dataclasses.replace(recipe, channels_last=channels_last, bf16=bf16)
+            revise(recipe, f"models.{recipe.arch}", channels_last=channels_last, bf16=bf16)
         )
         for channels_last, bf16 in FORMATS
     }
     rates["torch.compile"] = rate(recipe, compile=True)
-    rates["2x batch"] = rate(dataclasses.replace(recipe, batch_size=2 * recipe.batch_size))
+    rates["2x batch"] = rate(revise(recipe, f"models.{recipe.arch}", batch_size=2 * recipe.batch_size))
     return rates
 
 
@@ -297,10 +298,11 @@ def time_to_accuracy_our_way(raw: Path, recipe: ModelParams) -> tuple[float | No
     """
     images, labels = load_raw(raw, train=True)
     test = load_raw(raw, train=False)
-    torch.manual_seed(0)
-    model = preprocessing_of(recipe).prepare(build_model(recipe.arch))
+    model = build_seeded(recipe, seed=0)
     elapsed, accuracy = 0.0, 0.0
-    for epoch in fit_epochs(model, dataclasses.replace(recipe, patience=0), (images, labels), test, 0, 1000):
+    for epoch in fit_epochs(
+        model, revise(recipe, "models.lenet", patience=0), (images, labels), test, 0, 1000
+    ):
         elapsed, accuracy = elapsed + epoch.row["seconds"], epoch.row["val_acc"]
         if accuracy >= SEED_ACCURACY:
             return elapsed, accuracy
@@ -338,9 +340,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     params = load_params(args.params)
-    numerics = pin_numerics(params)  # the committed numerics, for both ways, before any kernel runs
-    torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as the train stage runs; process-wide, so the seeds' way runs with it too
+    # the committed numerics and the train stage's allocator, for both ways, before any kernel runs
+    numerics = setup_process(params, threads=args.threads).numerics
     if args.min_run_time is None:
         args.min_run_time = 2.0 if args.quick else 10.0
     header = (

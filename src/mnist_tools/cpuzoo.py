@@ -7,7 +7,7 @@ Each CPU runs in a fresh process: `native` on this machine's CPU, any other name
 (`qemu-x86_64 -cpu NAME`, QEMU 8 or newer), which makes our own Python and torch see that CPU's
 CPUID, so ATen, oneDNN and MKL pick the kernels they would pick there. The process applies the
 numerics mode the way the stages do (params.yaml's, or --numerics), then trains each committed
-recipe for a few steps through the train stage's loop (fit_epochs: augmentation, schedule, EMA,
+recipe for a few steps as the train stage trains it (train_recipe: augmentation, schedule, EMA,
 optimizer) on one seeded batch, then predicts a few images plainly and with test-time shifts and
 fits a temperature to them, as evaluate and ensemble do; it prints a digest of the weights, the
 predictions and the temperature. Equal digests, equal bits. The
@@ -43,41 +43,35 @@ QEMU_HOWTO = (
 )
 
 
-def train_steps(name: str, steps: int, params_path: Path) -> dict:
-    """Train the committed recipe of model name for a few seeded steps of the train stage's loop.
+def train_steps(name: str, steps: int, config: dict, device: object) -> dict:
+    """Train the committed recipe of model name for a few seeded steps, as the train stage trains.
 
-    fit_epochs runs `steps` epochs of one batch each, on one batch of seeded random images and labels
-    (augmentation, schedule, EMA and bf16 as the recipe says), scoring two images after each. Returns
-    a digest of the final weights and the median milliseconds per epoch (one step plus that tiny val
-    pass); the digest also covers plain and shifted predictions of 16 images and the temperature
-    fitted to them. The caller has applied the numerics mode already.
+    train_recipe runs `steps` epochs of one batch each, on one batch of seeded random images and
+    labels (augmentation, schedule, EMA and bf16 as the recipe says), scoring two images after each
+    and choosing test-time shifts on them. Returns a digest of the kept weights and the median
+    milliseconds per epoch (one step plus that tiny val pass); the digest also covers plain and
+    shifted predictions of 16 images and the temperature fitted to them. The caller has set the
+    process up (runtime.setup_process) already.
     """
-    import dataclasses
-
     import torch
 
     from mnist_pipeline.ensembling import fit_temperature
     from mnist_pipeline.inference import predict_modes
-    from mnist_pipeline.models import build_model
-    from mnist_pipeline.params import model_params, train_params
-    from mnist_pipeline.training import fit_epochs, preprocessing_of, use_deterministic_kernels
+    from mnist_pipeline.params import model_params, revise
+    from mnist_pipeline.training import train_recipe
 
-    raw = load_params(params_path)
-    recipe, settings = model_params(raw, name), train_params(raw)
-    recipe = dataclasses.replace(recipe, epochs=steps, clean_epochs=0, patience=0)
-    torch.set_num_threads(settings.threads)
-    use_deterministic_kernels()  # as the train stage sets them
-    torch.manual_seed(0)
-    model = preprocessing_of(recipe).prepare(build_model(recipe.arch))
+    recipe = model_params(config, name)
+    recipe = revise(recipe, f"models.{name}", epochs=steps, clean_epochs=0, patience=0)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (recipe.batch_size + 2, 28, 28), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (recipe.batch_size + 2,), generator=generator)
     train, val = (images[:-2], labels[:-2]), (images[-2:], labels[-2:])
-    seconds = [epoch.row["seconds"] for epoch in fit_epochs(model, recipe, train, val, 0, 2)]
-    outputs = predict_modes(model, images[:16], 8, preprocessing_of(recipe), ("plain", "shifted"))
+    trained = train_recipe(recipe, 0, train, val, 2, device)
+    seconds = [row["seconds"] for row in trained.history]
+    outputs = predict_modes(trained.model, images[:16], 8, trained.preprocessing, ("plain", "shifted"))
     temperature = torch.tensor(fit_temperature(outputs["plain"], labels[:16]))
     digest = hashlib.sha256()
-    for key, value in [*model.state_dict().items(), *outputs.items(), ("temperature", temperature)]:
+    for key, value in [*trained.model.state_dict().items(), *outputs.items(), ("temperature", temperature)]:
         digest.update(key.encode())
         digest.update(value.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return {
@@ -87,17 +81,17 @@ def train_steps(name: str, steps: int, params_path: Path) -> dict:
 
 
 def child(models: list[str], steps: int, params_path: Path, numerics: str) -> None:
-    """In this (possibly emulated) process: apply the numerics mode, then print one JSON line per model."""
-    import torch
+    """In this (possibly emulated) process: set it up as the stages do, then print one JSON line per model."""
+    from mnist_pipeline.environment import runtime_environment
+    from mnist_pipeline.runtime import setup_process
 
-    from mnist_pipeline.environment import apply_numerics, runtime_environment
-    from mnist_pipeline.params import train_params
-
-    apply_numerics(numerics)
-    threads = train_params(load_params(params_path)).threads
-    print(json.dumps({"environment": runtime_environment(torch.device("cpu"), threads, False, numerics)}))
+    config = load_params(params_path)
+    config |= {"numerics": numerics, "train": config["train"] | {"device": "cpu"}}  # the CPU's own kernels
+    runtime = setup_process(config, deterministic=True)
+    environment = runtime_environment(runtime.device, runtime.threads, False, runtime.numerics)
+    print(json.dumps({"environment": environment}))
     for name in models:
-        print(json.dumps({"model": name} | train_steps(name, steps, params_path)), flush=True)
+        print(json.dumps({"model": name} | train_steps(name, steps, config, runtime.device)), flush=True)
 
 
 def qemu_problem() -> str | None:
@@ -157,14 +151,15 @@ def main() -> None:
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    raw = load_params(args.params)
-    models = args.models.split(",") if args.models else model_names(raw)
-    unknown = [name for name in models if name not in model_names(raw)]
+    config = load_params(args.params)
+    models = args.models.split(",") if args.models else model_names(config)
+    unknown = [name for name in models if name not in model_names(config)]
     if unknown:
         raise PipelineError(
-            f"no model {', '.join(unknown)} in {args.params} (fix: choose from {', '.join(model_names(raw))})"
+            f"no model {', '.join(unknown)} in {args.params} "
+            f"(fix: choose from {', '.join(model_names(config))})"
         )
-    numerics = args.numerics or numerics_param(raw)
+    numerics = args.numerics or numerics_param(config)
     if args.child:
         child(models, args.steps, args.params, numerics)
         return

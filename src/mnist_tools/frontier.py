@@ -16,24 +16,30 @@ training minutes the members would take at the per-epoch rate of the committed r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from mnist_pipeline.cli import keep_freed_memory, load_checked_params, pin_threads, run
+from mnist_pipeline.cli import load_checked_params, run
 from mnist_pipeline.data import load_raw, split_train_val
 from mnist_pipeline.ensembling import caruana_selection, combine
-from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.inference import choose_test_shifts, predict_modes, score, select_device
-from mnist_pipeline.models import MODELS, build_model
-from mnist_pipeline.params import model_params, preprocess_params, train_params
-from mnist_pipeline.training import fit, preprocessing_of, use_deterministic_kernels
+from mnist_pipeline.files import save_torch
+from mnist_pipeline.inference import predict_modes, score
+from mnist_pipeline.models import MODELS
+from mnist_pipeline.params import model_params, model_seed, preprocess_params, revise, train_params
+from mnist_pipeline.runtime import Runtime, setup_process
+from mnist_pipeline.training import train_recipe
 
 KEY = ["model", "epochs", "seed"]
+ACCURACY_DIGITS = 6  # significant digits kept: a count over 5,000 val or 10,000 test images needs at most 4
+
+
+def rounded(accuracy: float) -> float:
+    """An accuracy without the float32 noise of its mean: 0.9692000150680542 → 0.9692 (the CSV is tracked)."""
+    return float(f"{accuracy:.{ACCURACY_DIGITS}g}")
 
 
 def parse_runs(specs: list[str], models: list[str]) -> list[tuple[str, int]]:
@@ -88,7 +94,7 @@ def epoch_seconds(name: str) -> float:
     return float(pd.read_csv(Path("plots/train") / f"{name}.csv")["seconds"].mean())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m mnist_tools.frontier",
         description=__doc__,
@@ -101,99 +107,108 @@ def main() -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="values of the top-level seed")
     parser.add_argument("--params", default="params.yaml", help="params file with the recipes")
-    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="download stage output")
+    parser.add_argument("--mnist", type=Path, default=Path("data/raw"), help="download stage output")
     parser.add_argument("--out", type=Path, help="CSV to append a row per run to (--runs)")
     parser.add_argument("--rounds", type=int, default=20, help="Caruana rounds (--combine)")
     parser.add_argument("--logits", type=Path, help="folder for <model>-e<epochs>-s<seed>.pt logits")
     args = parser.parse_args()
-
-    raw = load_checked_params(args.params, MODELS)
-    numerics = pin_numerics(raw)
-    settings, split = train_params(raw), preprocess_params(raw)
-    pin_threads(settings.threads)
-    keep_freed_memory()
-    use_deterministic_kernels()
-    device = select_device(settings.device)
-    train_images, train_labels = load_raw(args.raw, train=True)
-    test_images, test_labels = load_raw(args.raw, train=False)
-    if args.combine:
-        if args.logits is None:
-            parser.error("--combine needs --logits, the folder the sweep saved its logits in")
-        runs = parse_runs(args.combine, list(raw["models"]))
-        _, val_labels = split_train_val(train_images, train_labels, split.val_size, split.train_limit, 0)[
-            "val"
-        ]
-        result = combine_runs(runs, args.logits, val_labels, args.rounds)
-        test = (result["test_logits"].argmax(1) == test_labels).float().mean().item()
-        minutes = sum(epochs * epoch_seconds(name) for name, epochs in runs) / 60
-        weights = ", ".join(f"{key} {w:.2f}" for key, w in result["weights"].items())
-        print(
-            f"{' '.join(args.combine)}: {minutes:.1f} training min; "
-            f"val {result['val']:.4f}, test {test:.4f}; {weights}"
-        )
-        return
-    if args.out is None:
+    if args.combine and args.logits is None:
+        parser.error("--combine needs --logits, the folder the sweep saved its logits in")
+    if args.runs and args.out is None:
         parser.error("--runs needs --out, the CSV to append to")
-    runs = parse_runs(args.runs, list(raw["models"]))
+    return args
+
+
+def run_combine(args: argparse.Namespace, config: dict, mnist: dict[str, tuple]) -> None:
+    """--combine: an ensemble of saved seed-0 runs chosen on val; its val and test accuracy."""
+    runs = parse_runs(args.combine, list(config["models"]))
+    split = preprocess_params(config)
+    images, labels = mnist["train"]
+    _, val_labels = split_train_val(images, labels, split.val_size, split.train_limit, 0)["val"]
+    result = combine_runs(runs, args.logits, val_labels, args.rounds)
+    test = (result["test_logits"].argmax(1) == mnist["test"][1]).float().mean().item()
+    minutes = sum(epochs * epoch_seconds(name) for name, epochs in runs) / 60
+    weights = ", ".join(f"{key} {w:.2f}" for key, w in result["weights"].items())
+    print(
+        f"{' '.join(args.combine)}: {minutes:.1f} training min; "
+        f"val {result['val']:.4f}, test {test:.4f}; {weights}"
+    )
+
+
+def sweep_row(name: str, epochs: int, seed: int, minutes: float, trained, logits: dict, labels: dict) -> dict:
+    """One CSV row: the run's key, training minutes, and val/test accuracy plain, shifted and as chosen."""
+    accuracy = {  # "val_plain", "val_shifted", "test_plain", "test_shifted"
+        key: rounded(score(output, labels[key.split("_")[0]])["accuracy"]) for key, output in logits.items()
+    }
+    chosen = "shifted" if trained.test_shifts else "plain"
+    return {
+        "model": name,
+        "epochs": epochs,
+        "seed": seed,
+        "train_minutes": round(minutes, 3),
+        "best_epoch": trained.best_epoch,
+        "test_shifts": trained.test_shifts,
+        "val_acc": accuracy[f"val_{chosen}"],
+        "test_acc": accuracy[f"test_{chosen}"],
+        **{f"{part}_acc_{mode}": accuracy[f"{part}_{mode}"] for part in ("val", "test") for mode in MODES},
+    }
+
+
+MODES = ("plain", "shifted")
+
+
+def run_sweep(args: argparse.Namespace, config: dict, mnist: dict[str, tuple], runtime: Runtime) -> None:
+    """--runs: train each run not yet in --out, append its row, keep its logits (--logits)."""
+    runs = parse_runs(args.runs, list(config["models"]))
     done = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame(columns=KEY)
     finished = set(map(tuple, done[KEY].astype({"epochs": int, "seed": int}).values.tolist()))
-
+    split, settings = preprocess_params(config), train_params(config)
     for seed in args.seeds:
-        data = split_train_val(train_images, train_labels, split.val_size, split.train_limit, seed)
+        data = split_train_val(*mnist["train"], split.val_size, split.train_limit, seed)
+        seeded = {**config, "seed": seed}  # as `dvc exp run -S seed=S`: a model's own seed still wins
         for name, count in runs:
-            recipe = model_params(raw, name, MODELS)
-            if count:
-                recipe = dataclasses.replace(
-                    recipe, epochs=count, clean_epochs=min(recipe.clean_epochs, count)
+            recipe = model_params(seeded, name, MODELS)
+            if count:  # validated again: `--runs bnnet:-1` is refused as params.yaml would be
+                recipe = revise(
+                    recipe, f"models.{name}", epochs=count, clean_epochs=min(recipe.clean_epochs, count)
                 )
             if (name, recipe.epochs, seed) in finished:
                 continue
-            preprocessing = preprocessing_of(recipe)
-            torch.manual_seed(seed)  # as the train stage does
-            model = preprocessing.prepare(build_model(recipe.arch).to(device))
             start = time.perf_counter()
-            result = fit(model, recipe, data["train"], data["val"], seed, settings.eval_batch_size)
+            trained = train_recipe(
+                recipe, model_seed(seeded, name), data["train"], data["val"], settings.eval_batch_size,
+                runtime.device,
+            )  # fmt: skip
             minutes = (time.perf_counter() - start) / 60
-            model.load_state_dict(result.best_state)
-            val_images, val_labels = data["val"]
-            shifted, _ = choose_test_shifts(
-                model, recipe.test_shifts, val_images, val_labels, settings.eval_batch_size, preprocessing
-            )
             logits = {
                 f"{part}_{mode}": output
-                for part, images in (("val", val_images), ("test", test_images))
+                for part, images in (("val", data["val"][0]), ("test", mnist["test"][0]))
                 for mode, output in predict_modes(
-                    model, images, settings.eval_batch_size, preprocessing, ("plain", "shifted")
+                    trained.model, images, settings.eval_batch_size, trained.preprocessing, MODES
                 ).items()
             }
-            val_scores = {mode: score(logits[f"val_{mode}"], val_labels) for mode in ("plain", "shifted")}
-            test_scores = {mode: score(logits[f"test_{mode}"], test_labels) for mode in ("plain", "shifted")}
-            chosen = "shifted" if shifted else "plain"
-            row = {
-                "model": name,
-                "epochs": recipe.epochs,
-                "seed": seed,
-                "train_minutes": round(minutes, 3),
-                "best_epoch": result.best_epoch,
-                "test_shifts": shifted,
-                "val_acc": val_scores[chosen]["accuracy"],
-                "test_acc": test_scores[chosen]["accuracy"],
-                "val_acc_plain": val_scores["plain"]["accuracy"],
-                "val_acc_shifted": val_scores["shifted"]["accuracy"],
-                "test_acc_plain": test_scores["plain"]["accuracy"],
-                "test_acc_shifted": test_scores["shifted"]["accuracy"],
-                "numerics": numerics,
-                "threads": settings.threads,
-            }
+            labels = {"val": data["val"][1], "test": mnist["test"][1]}
+            row = sweep_row(name, recipe.epochs, seed, minutes, trained, logits, labels)
+            row |= {"numerics": runtime.numerics, "threads": runtime.threads}
             pd.DataFrame([row]).to_csv(args.out, mode="a", header=not args.out.is_file(), index=False)
             if args.logits:
-                args.logits.mkdir(parents=True, exist_ok=True)
-                torch.save(logits, args.logits / f"{name}-e{recipe.epochs}-s{seed}.pt")
+                save_torch(logits, args.logits / f"{name}-e{recipe.epochs}-s{seed}.pt")
             print(
                 f"{name} {recipe.epochs} epochs seed {seed}: {minutes:.2f} min, val {row['val_acc']:.4f}, "
-                f"test {row['test_acc']:.4f} (shifts {'on' if shifted else 'off'})",
+                f"test {row['test_acc']:.4f} (shifts {'on' if trained.test_shifts else 'off'})",
                 flush=True,
             )
+
+
+def main() -> None:
+    args = parse_args()
+    config = load_checked_params(args.params, MODELS)
+    runtime = setup_process(config, deterministic=True)
+    mnist = {"train": load_raw(args.mnist, train=True), "test": load_raw(args.mnist, train=False)}
+    if args.combine:
+        run_combine(args, config, mnist)
+    else:
+        run_sweep(args, config, mnist, runtime)
 
 
 if __name__ == "__main__":

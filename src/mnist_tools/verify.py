@@ -24,11 +24,10 @@ from mnist_pipeline.errors import PipelineError
 from mnist_tools.lockcheck import LockedFile, dvc_status, recorded_outputs
 
 # Outputs that differ on every run or every machine by design: seconds per epoch, inference speed,
-# training seconds in the summary and leaderboard, and the machine records (CPU name, flags).
+# training seconds in the leaderboard, and the machine records (CPU name, flags).
 TIMED_OUTPUTS = (
     "plots/train/*.csv",  # per-epoch history: its seconds column
     "metrics/timing/*.json",  # inference images per second
-    "metrics/summary.json",  # train_s per model
     "plots/leaderboard.csv",  # training seconds, images per second
     "plots/leaderboard.md",
     "metrics/env/*/*.json",  # the machine record: CPU model, flags, Python

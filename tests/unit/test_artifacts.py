@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from mnist_pipeline import artifacts
+from mnist_pipeline import artifacts, files
 from mnist_pipeline.artifacts import (
     CHECKPOINT_FORMAT,
     MODEL_FORMAT,
@@ -23,7 +23,8 @@ from mnist_pipeline.artifacts import (
     load_model,
     package_digest,
 )
-from mnist_pipeline.cli import file_digest, fingerprint
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.files import file_digest, fingerprint
 from mnist_pipeline.inference import Preprocessing
 from mnist_pipeline.models import MODELS, build_model
 
@@ -99,9 +100,11 @@ def test_save_writes_beside_the_target_then_replaces_it(
         replaced.append((Path(src), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(artifacts.os, "replace", spy_replace)
+    monkeypatch.setattr(files.os, "replace", spy_replace)
     FileCheckpointer(path, "fp").save({"epoch": 1})
-    assert replaced == [(tmp_path / "deep" / "er" / "ckpt.pt.tmp", path)]
+    # written in a private folder beside the target, under the name torch.save records in the zip
+    ((staged, target),) = replaced
+    assert target == path and staged.name == "ckpt.pt.tmp" and staged.parent.parent == path.parent
     assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.pt"]
 
 
@@ -453,6 +456,46 @@ def test_pickle_with_code_is_refused_in_our_words_and_not_run(
     )
 
 
+def test_the_ensembles_json_is_named_with_the_way_to_use_it(tmp_path: Path) -> None:
+    path = tmp_path / "ensemble.json"
+    ensemble = {"members": {"bnnet": 0.75, "cnn2": 0.25}, "temperatures": {"bnnet": 0.4, "cnn2": 0.9}}
+    path.write_text(json.dumps(ensemble, indent=2) + "\n")  # as the ensemble stage writes it
+    with pytest.raises(ModelFileError) as info:
+        ModelFile.load(path)
+    assert str(info.value) == (
+        f"{path} is not a model file: it is the ensemble stage's JSON record of the members it combines and "
+        "their weights, which holds no weights of its own (fix: classify images with the ensemble by "
+        f"`make predict MODEL=ensemble IMAGES=...` or `python -m mnist_tools.predict --ensemble "
+        f"--members-file {path} ...`, or load one member's model file, e.g. {tmp_path / 'bnnet.pt'})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        (b'  {"lr": 0.1}', "JSON"),
+        (b"[1, 2]\n", "JSON"),
+        (b"hello world", "a file that starts with b'hello world'"),  # torch itself raised KeyError: 101
+        (b"epoch,val_acc\n1,0.98\n", "a file that starts with b'epoch,val_acc\\n1,'"),
+        (
+            b"\x89PNG\r\n\x1a\n" + bytes(40),
+            "a file that starts with b'\\x89PNG\\r\\n\\x1a\\n" + "\\x00" * 8 + "'",
+        ),
+        (b"{not json", "a file that starts with b'{not json'"),
+    ],
+)
+def test_files_that_torch_did_not_write_are_named_for_what_they_are(
+    tmp_path: Path, content: bytes, what: str
+) -> None:
+    path = tmp_path / "m.pt"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert str(info.value) == (
+        f"{path} is not a model file of this project: it is {what}, not a file torch.save wrote {FIX}"
+    )
+
+
 def test_missing_file_names_the_stage_that_writes_it(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError) as info:
         load_model(tmp_path / "nope.pt", made_by="train@nope")
@@ -467,3 +510,77 @@ def test_missing_file_without_made_by_names_the_default_stage(tmp_path: Path) ->
     with pytest.raises(ModelFileError) as info:
         ModelFile.load(tmp_path / "nope.pt")
     assert str(info.value) == f"{tmp_path / 'nope.pt'} not found: stage train@<model> writes it {FIX}"
+
+
+# --- a model file as a PyTorch user gets it ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "channels_last"), [("mlp", False), ("cnn2", True)])
+def test_module_is_the_built_model_in_eval_mode(arch: str, channels_last: bool) -> None:
+    mine = record(arch, preprocessing=Preprocessing(0.5, 0.5, channels_last))  # mlp: BatchNorm, cnn2: convs
+    model = mine.module()
+    assert isinstance(model, torch.nn.Module) and not any(m.training for m in model.modules())
+    assert model.state_dict().keys() == mine.weights.keys()
+    assert all(torch.equal(model.state_dict()[k], w) for k, w in mine.weights.items())
+    built = mine.build()
+    assert [p.stride() for p in model.parameters()] == [p.stride() for p in built.parameters()]
+    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
+
+
+def digits(count: int, seed: int = 0) -> torch.Tensor:
+    """(count, 28, 28) uint8 noise images."""
+    return torch.randint(
+        0, 256, (count, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+@pytest.mark.parametrize(
+    ("arch", "test_shifts", "channels_last"), [("cnn2", True, True), ("mlp", False, False)]
+)
+def test_predict_gives_the_probabilities_of_the_predict_tool(
+    tmp_path: Path, arch: str, test_shifts: bool, channels_last: bool
+) -> None:
+    from mnist_tools.predict import probabilities  # the tool's own path: load_model, predict_logits, softmax
+
+    torch.manual_seed(1)
+    preprocessing = Preprocessing(mean=0.1307, std=0.3081, channels_last=channels_last)
+    record(arch, test_shifts=test_shifts, preprocessing=preprocessing).save(tmp_path / "m.pt")
+    images = digits(9)
+    expected = probabilities([load_model(tmp_path / "m.pt")], images)
+    mine = ModelFile.load(tmp_path / "m.pt")
+    probs = mine.predict(images)
+    assert probs.shape == (9, 10) and probs.dtype == torch.float32
+    assert torch.equal(probs, expected)  # bit for bit
+    assert torch.equal(
+        mine.predict(images[:, None], mine.module()), expected
+    )  # (N, 1, 28, 28), a built model
+    assert torch.allclose(probs.sum(1), torch.ones(9))
+    plain = torch.softmax(mine.module()(mine.preprocessing.input(images.clone())).detach(), 1)
+    assert torch.allclose(probs, plain) is not test_shifts  # the file's choice of test-time shifts is applied
+
+
+def test_predict_works_batch_by_batch() -> None:
+    mine = record("cnn2")
+    images = digits(7, seed=2)
+    whole = mine.predict(images)
+    assert torch.allclose(mine.predict(images, batch_size=3), whole, atol=1e-6)
+    assert mine.predict(images[:0]).shape == (0, 10)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        torch.rand(2, 28, 28),  # floats in [0, 1]
+        torch.zeros(2, 32, 32, dtype=torch.uint8),
+        torch.zeros(28, 28, dtype=torch.uint8),  # one image without its batch dimension
+        torch.zeros(2, 3, 28, 28, dtype=torch.uint8),
+    ],
+)
+def test_predict_names_the_images_it_takes(images: torch.Tensor) -> None:
+    with pytest.raises(PipelineError) as info:
+        record("mlp").predict(images)
+    assert str(info.value) == (
+        f"model 'mine' takes (N, 28, 28) or (N, 1, 28, 28) uint8 images, not {tuple(images.shape)} "
+        f"{images.dtype} (fix: pixels 0-255 as MNIST has them, e.g. (x * 255).round().to(torch.uint8) for "
+        "floats in [0, 1])"
+    )

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline import cli
+from mnist_pipeline import cli, files, runtime
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_glibc_accepts_every_allocator_setting() -> None:
-    assert cli.keep_freed_memory() is True
+    assert runtime.keep_freed_memory() is True
 
 
 def test_without_glibc_nothing_is_set_and_false_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,7 +23,7 @@ def test_without_glibc_nothing_is_set_and_false_comes_back(monkeypatch: pytest.M
         raise OSError(f"{name}: cannot open shared object file")
 
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
-    assert cli.keep_freed_memory() is False
+    assert runtime.keep_freed_memory() is False
 
 
 class RecordingLibc:
@@ -40,7 +40,7 @@ class RecordingLibc:
 def test_all_three_settings_with_their_values(monkeypatch: pytest.MonkeyPatch) -> None:
     libc = RecordingLibc(set())
     monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
-    assert cli.keep_freed_memory() is True
+    assert runtime.keep_freed_memory() is True
     # glibc's numbers from malloc.h; sizes in bytes
     assert libc.calls == [(-3, 256 << 20), (-1, 256 << 20), (-2, 64 << 20)]
 
@@ -48,25 +48,23 @@ def test_all_three_settings_with_their_values(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize("option", [-3, -1, -2])
 def test_any_rejected_setting_makes_it_false(monkeypatch: pytest.MonkeyPatch, option: int) -> None:
     monkeypatch.setattr(ctypes, "CDLL", lambda name: RecordingLibc({option}))
-    assert cli.keep_freed_memory() is False
+    assert runtime.keep_freed_memory() is False
 
 
 TRAIN_AND_DIGEST = """
 import hashlib, sys, torch
-from mnist_pipeline import cli
-from mnist_pipeline.models import build_model
+from mnist_pipeline import runtime
 from mnist_pipeline.params import ModelParams
-from mnist_pipeline.training import fit
+from mnist_pipeline.training import train_recipe
 if sys.argv[1] == "on":
-    assert cli.keep_freed_memory()
+    assert runtime.keep_freed_memory()
 torch.set_num_threads(2)
 g = torch.Generator().manual_seed(0)
 images, labels = torch.randint(0, 256, (320, 28, 28), generator=g, dtype=torch.uint8), torch.arange(320) % 10
 recipe = ModelParams(
     arch="cnn2", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128, epochs=1, rotate_deg=8
 )
-torch.manual_seed(0)
-result = fit(build_model("cnn2"), recipe, (images[:256], labels[:256]), (images[256:], labels[256:]), 0, 64)
+result = train_recipe(recipe, 0, (images[:256], labels[:256]), (images[256:], labels[256:]), 64)
 print(hashlib.sha256(b"".join(t.numpy().tobytes() for t in result.best_state.values())).hexdigest())
 """
 
@@ -93,13 +91,43 @@ def test_read_logits_gives_val_and_test_and_names_the_stage_for_a_missing_or_old
     path = tmp_path / "lenet.pt"
     saved = {"val": torch.zeros(2, 10), "test": torch.ones(3, 10)}
     torch.save(saved, path)
-    got = cli.read_logits(path, made_by="evaluate@lenet")
+    got = files.read_logits(path, made_by="evaluate@lenet")
     assert torch.equal(got["val"], saved["val"]) and torch.equal(got["test"], saved["test"])
     with pytest.raises(PipelineError, match=r"not found: stage evaluate@lenet writes it"):
-        cli.read_logits(tmp_path / "missing.pt", made_by="evaluate@lenet")
+        files.read_logits(tmp_path / "missing.pt", made_by="evaluate@lenet")
     torch.save(torch.ones(3, 10), path)  # test logits alone, as evaluate wrote them before val logits
     with pytest.raises(PipelineError) as info:
-        cli.read_logits(path, made_by="evaluate@lenet")
+        files.read_logits(path, made_by="evaluate@lenet")
     assert str(info.value) == (
         f"{path} does not hold val and test logits (fix: rerun it with `dvc repro -f evaluate@lenet`)"
+    )
+
+
+def test_ctrl_c_is_one_line_with_the_resume_command(capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted() -> None:
+        cli.stage_outputs(
+            "train@lenet", Path("plots/train/lenet.csv"), resume="`dvc repro train@lenet` resumes"
+        )
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(interrupted)
+    out, err = capsys.readouterr()
+    cli.stage_outputs("")  # the next test starts as a fresh process would
+    assert (exit_info.value.code, out) == (130, "")
+    assert err.strip() == "interrupted: train@lenet stopped; `dvc repro train@lenet` resumes"
+
+
+def test_a_failure_names_how_to_restore_the_outputs_dvc_deleted(capsys: pytest.CaptureFixture[str]) -> None:
+    def fails() -> None:
+        cli.stage_outputs("summary", Path("metrics/summary.json"))
+        raise cli.PipelineError("bad (fix: this)")
+
+    with pytest.raises(SystemExit):
+        cli.run(fails)
+    err = capsys.readouterr().err
+    cli.stage_outputs("")
+    assert err == (
+        "error: bad (fix: this); its last committed outputs come back with `dvc checkout summary` "
+        "and `git checkout HEAD -- metrics/summary.json`\n"
     )

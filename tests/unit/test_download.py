@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.data import DownloadError, download_mnist, load_raw
+from mnist_pipeline.data import DownloadError, download_mnist, load_raw, verified_raw
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -150,3 +150,20 @@ def test_without_mnist_ci_fails_in_one_line_and_a_local_run_skips(tmp_path: Path
     else:
         assert result.returncode == 0 and "1 skipped" in result.stdout
         assert "SKIPPED" in result.stdout and "set MNIST_MIRROR" in result.stdout
+
+
+def test_verified_files_are_kept_and_no_mirror_is_asked(tmp_path: Path, mnist_mirror: str) -> None:
+    # `dvc repro -f` keeps data/raw (persist): offline, the files already there must do
+    out = tmp_path / "raw"
+    assert download_mnist(out, [mnist_mirror], timeout_s=30) is True
+    assert verified_raw(out)
+    assert download_mnist(out, [closed_port_url()], timeout_s=5) is False
+    # one changed byte: fetched again, and refused offline in one line
+    labels = out / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    data = bytearray(labels.read_bytes())
+    data[-1] ^= 1
+    labels.write_bytes(bytes(data))
+    assert not verified_raw(out)
+    with pytest.raises(DownloadError, match="could not download MNIST"):
+        download_mnist(out, [closed_port_url()], timeout_s=5)
+    assert download_mnist(out, [mnist_mirror], timeout_s=30) is True and verified_raw(out)

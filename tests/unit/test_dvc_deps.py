@@ -46,7 +46,8 @@ def stage_deps() -> dict[str, tuple[str, set[str], list[str]]]:
     stages = {}
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
         body = stage["do"] if "foreach" in stage else stage
-        script = body["cmd"].split()[1]
+        words = body["cmd"].split()
+        script = words[words.index("python") + 1]
         modules = {Path(dep).stem for dep in body["deps"] if dep.startswith("src/mnist_pipeline/")}
         stages[name] = (script, modules, body["deps"])
     return stages
@@ -66,7 +67,16 @@ def test_imported_modules_reads_every_import_form(tmp_path: Path) -> None:
 
 
 def test_every_stage_is_checked() -> None:
-    assert set(STAGES) == {"download", "preprocess", "train", "evaluate", "ensemble", "summary", "plot"}
+    assert set(STAGES) == {
+        "validate",
+        "download",
+        "preprocess",
+        "train",
+        "evaluate",
+        "ensemble",
+        "summary",
+        "plot",
+    }
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -88,7 +98,7 @@ def test_the_package_init_stays_a_bare_docstring() -> None:
 
 
 def test_the_core_and_the_stages_never_import_the_tools() -> None:
-    # checkpoint.package_digest() hashes the core package, and dvc.yaml's deps name core modules only: a tool
+    # artifacts.package_digest() hashes the core package, and dvc.yaml's deps name core modules only: a tool
     # imported from the core would change results without DVC or a resumed checkpoint noticing
     files = [*PACKAGE.glob("*.py"), *(ROOT / "stages").glob("*.py")]
     imports = {

@@ -21,7 +21,8 @@ def arguments(stage: str) -> dict[str, list[str]]:
     """A stage's command as option → the values after it."""
     options: dict[str, list[str]] = {}
     current = None
-    for word in shlex.split(DVC["stages"][stage]["cmd"])[2:]:
+    words = shlex.split(DVC["stages"][stage]["cmd"])
+    for word in words[words.index("python") + 2 :]:
         if word.startswith("--"):
             current = options.setdefault(word, [])
         else:
@@ -32,7 +33,7 @@ def arguments(stage: str) -> dict[str, list[str]]:
 # stage → (option, file pattern, whether the ensemble is a member too)
 FAN_IN = {
     "ensemble": [("--logits", "data/logits/{}.pt", False)],
-    "summary": [("--metrics", "metrics/{}.json", True), ("--history", "plots/train/{}.csv", False)],
+    "summary": [("--metrics", "metrics/{}.json", True)],
     "plot": [
         ("--metrics", "metrics/{}.json", True),
         ("--timing", "metrics/timing/{}.json", False),
@@ -91,7 +92,7 @@ def test_every_model_is_an_artifact_described_by_its_card() -> None:
 
 
 def test_every_registered_architecture_has_a_card() -> None:
-    assert set(MODELS) == {"resnet18", "mlp", "lenet", "cnn6", "cnn2", "bnnet"}
+    assert {recipe["arch"] for recipe in PARAMS["models"].values()} <= set(MODELS)
     for name, card in MODELS.items():
         assert (
             isinstance(card, ModelCard) and card.name == name and card.description and "mnist" in card.labels
@@ -102,15 +103,15 @@ def test_a_name_is_registered_once(monkeypatch) -> None:
     monkeypatch.setattr("mnist_pipeline.models.MODELS", dict(MODELS))  # what the test adds goes away with it
     from mnist_pipeline import models
 
-    @register_model("extra", "a test model", ("test",))
+    @register_model("extra", "a test model", ("test",), parameters=0)
     def extra():
         return None
 
-    assert models.MODELS["extra"] == ModelCard("extra", extra, "a test model", ("test",))
+    assert models.MODELS["extra"] == ModelCard("extra", extra, "a test model", ("test",), 0)
     with pytest.raises(
         ValueError, match=r"model 'extra' is already registered \(by test_a_name_is_registered_once"
     ):
-        register_model("extra", "another", ())(lambda: None)
+        register_model("extra", "another", (), 0)(lambda: None)
     with pytest.raises(ValueError, match="model 'lenet' is already registered"):
-        register_model("lenet", "another", ())(lambda: None)
+        register_model("lenet", "another", (), 0)(lambda: None)
     assert models.MODELS["extra"].build is extra

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.inference import predict_logits
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import model_params
-from mnist_pipeline.training import fit, preprocessing_of
+from mnist_pipeline.training import fit_epochs, preprocessing_of
 from mnist_tools import frontier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +40,7 @@ def test_a_row_is_the_run_the_train_stage_would_make_and_a_rerun_skips_it(
     tiny_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     params, out, logits = tiny_params(tmp_path), tmp_path / "frontier.csv", tmp_path / "logits"
-    common = ["--params", str(params), "--raw", str(tiny_raw), "--out", str(out), "--logits", str(logits)]
+    common = ["--params", str(params), "--mnist", str(tiny_raw), "--out", str(out), "--logits", str(logits)]
     monkeypatch.setattr(sys, "argv", ["frontier", "--runs", "mlp:2", "cnn2", "--seeds", "3", *common])
     run(frontier.main)
     rows = pd.read_csv(out)
@@ -52,27 +53,53 @@ def test_a_row_is_the_run_the_train_stage_would_make_and_a_rerun_skips_it(
     data = split_train_val(images, labels, 40, 0, 3)
     torch.manual_seed(3)
     model = preprocessing_of(recipe).prepare(build_model("mlp"))
-    model.load_state_dict(fit(model, recipe, data["train"], data["val"], 3, 1000).best_state)
+    *_, last = fit_epochs(model, recipe, data["train"], data["val"], 3, 1000)
+    model.load_state_dict(last.best_state)
     test_images, test_labels = load_raw(tiny_raw, train=False)
     saved = torch.load(logits / "mlp-e2-s3.pt", weights_only=True)
     expected = predict_logits(model, test_images, 1000, preprocessing_of(recipe))
     assert torch.equal(saved["test_plain"], expected)
     assert set(saved) == {"val_plain", "val_shifted", "test_plain", "test_shifted"}
     mlp = rows.iloc[0]
-    assert mlp["test_acc_plain"] == (expected.argmax(1) == test_labels).float().mean().item()
+    assert mlp["test_acc_plain"] == frontier.rounded(
+        (expected.argmax(1) == test_labels).float().mean().item()
+    )
+    # the CSV is tracked: accuracies as short fractions, without float32 noise (0.9692000150680542)
+    header, *lines = out.read_text().splitlines()
+    columns = [i for i, name in enumerate(header.split(",")) if "_acc" in name]
+    assert len(columns) == 6
+    assert all(re.fullmatch(r"[01](\.\d{1,6})?", line.split(",")[i]) for line in lines for i in columns), (
+        lines
+    )
     assert mlp["test_acc"] == mlp[f"test_acc_{'shifted' if mlp['test_shifts'] else 'plain'}"]
     # a second sweep over the same runs trains nothing and appends nothing
     before = out.read_text()
-    monkeypatch.setattr(frontier, "fit", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(
+        frontier, "train_recipe", lambda *a, **k: pytest.fail("a finished run was trained again")
+    )
     run(frontier.main)
     assert out.read_text() == before
+
+
+def test_accuracies_lose_only_their_float32_noise() -> None:
+    assert (
+        frontier.rounded(0.9692000150680542) == 0.9692
+        and str(frontier.rounded(0.9692000150680542)) == "0.9692"
+    )
+    # every accuracy in the committed CSV is a count over 5,000 val or 10,000 test images: rounding keeps it
+    rows = pd.read_csv(ROOT / "docs" / "frontier.csv")
+    for column in [c for c in rows.columns if "_acc" in c]:
+        images = 5000 if column.startswith("val") else 10000
+        for accuracy in rows[column]:
+            kept = frontier.rounded(accuracy)
+            assert abs(kept - accuracy) < 1e-7 and round(kept * images, 6).is_integer(), (column, accuracy)
 
 
 def test_combine_chooses_on_the_saved_val_logits(
     tiny_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     params, logits = tiny_params(tmp_path), tmp_path / "logits"
-    common = ["--params", str(params), "--raw", str(tiny_raw), "--logits", str(logits)]
+    common = ["--params", str(params), "--mnist", str(tiny_raw), "--logits", str(logits)]
     monkeypatch.setattr(
         sys, "argv", ["frontier", "--runs", "mlp", "cnn2", "--out", str(tmp_path / "f.csv"), *common]
     )
@@ -117,8 +144,22 @@ def test_a_missing_folder_or_csv_is_a_usage_error(
     message: str,
 ) -> None:
     monkeypatch.setattr(
-        sys, "argv", ["frontier", *args, "--params", str(tiny_params(tmp_path)), "--raw", str(tiny_raw)]
+        sys, "argv", ["frontier", *args, "--params", str(tiny_params(tmp_path)), "--mnist", str(tiny_raw)]
     )
     with pytest.raises(SystemExit) as stopped:
         frontier.main()
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_epoch_count_params_yaml_would_refuse_is_refused(
+    tiny_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "frontier.csv"
+    argv = ["frontier", "--runs", "mlp:-1", "--params", str(tiny_params(tmp_path)), "--mnist", str(tiny_raw)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])
+    monkeypatch.setattr(frontier, "train_recipe", lambda *a, **k: pytest.fail("an invalid recipe trained"))
+    with pytest.raises(SystemExit) as stopped:
+        run(frontier.main)
+    assert stopped.value.code == 2
+    assert "models.mlp.epochs = -1 must be >= 1" in capsys.readouterr().err
+    assert not out.exists()

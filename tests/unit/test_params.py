@@ -76,7 +76,10 @@ def test_load_params_defaults_to_params_yaml_in_the_working_directory(
     assert load_params() == load_params(str(ROOT / "params.yaml"))
 
 
-FIX = " (fix: correct it in params.yaml or in your `dvc exp run -S` override)"
+FIX = (
+    " (fix: correct it in params.yaml or in your `dvc exp run -S` override; "
+    "`git checkout params.yaml` restores the committed file)"
+)
 
 
 def problem(error: BaseException) -> str:
@@ -564,5 +567,56 @@ def test_stage_stops_before_any_work_with_one_line(raw: dict, tmp_path: Path, st
         text=True,
     )
     assert result.returncode == 2
-    assert result.stderr == f"error: models.cnn6.lr = -1.0 must be > 0{FIX}\n"
+    restore = {
+        "download": "`dvc checkout download`",
+        "preprocess": "`dvc checkout preprocess`",
+        "train": f"`dvc checkout train@lenet` and `git checkout HEAD -- {out / 'h.csv'} {out / 'e.json'}`",
+    }[stage]
+    assert result.stderr == (
+        f"error: models.cnn6.lr = -1.0 must be > 0{FIX}; "
+        f"its last committed outputs come back with {restore}\n"
+    )
     assert not out.exists()
+
+
+def test_a_model_may_set_its_own_seed_and_others_take_the_top_level_one(raw: dict) -> None:
+    from mnist_pipeline.params import model_seed
+
+    raw["seed"] = 3
+    raw["models"]["bnnet_s1"] = {**raw["models"]["bnnet"], "seed": 1}
+    check_params(raw, MODELS)
+    assert (model_seed(raw, "bnnet_s1"), model_seed(raw, "bnnet")) == (1, 3)
+    # the seed is not part of the recipe, which model files and resume fingerprints record
+    assert model_params(raw, "bnnet_s1", MODELS) == model_params(raw, "bnnet", MODELS)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1, "models.lenet.seed = -1 must be >= 0"),
+        (1.5, "models.lenet.seed = 1.5 is a float; it must be a int"),
+    ],
+)
+def test_a_bad_model_seed_is_refused_with_the_recipe(raw: dict, value: object, message: str) -> None:
+    raw["models"]["lenet"]["seed"] = value
+    assert error_of(raw) == message
+
+
+def test_a_misspelt_model_seed_suggests_seed(raw: dict) -> None:
+    raw["models"]["lenet"]["sed"] = 1
+    assert error_of(raw).startswith("unknown key models.lenet.sed (did you mean models.lenet.seed?)")
+
+
+def test_a_revised_recipe_is_checked_again(raw: dict) -> None:
+    from mnist_pipeline.params import revise
+
+    recipe = model_params(raw, "bnnet", MODELS)
+    assert revise(recipe, "models.bnnet", epochs=12).epochs == 12
+    with pytest.raises(ParamsError, match=r"models.bnnet.epochs = -1 must be >= 1"):
+        revise(recipe, "models.bnnet", epochs=-1)  # `make frontier RUNS=bnnet:-1`
+    with pytest.raises(ParamsError, match=r"models.bnnet.optimizer = 'lamb' is not valid"):
+        revise(recipe, "models.bnnet", optimizer="lamb")
+    with pytest.raises(ParamsError, match=r"unknown key models.bnnet.epoch "):
+        revise(recipe, "models.bnnet", epoch=3)
+    with pytest.raises(ParamsError, match=r"models.bnnet.arch = 'nope' is not valid"):
+        revise(recipe, "models.bnnet", MODELS, arch="nope")

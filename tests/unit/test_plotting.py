@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -22,6 +26,7 @@ from mnist_pipeline.plotting import (
     per_class_error_bars,
     val_accuracy_chart,
 )
+from mnist_tools.offline_plots import LIBRARIES, read_library
 
 
 def metrics(
@@ -270,3 +275,126 @@ def test_each_figure_looks_as_reviewed(name: str, tmp_path: Path) -> None:
     assert baseline.is_file(), f"no {baseline}: draw it with UPDATE_FIGURE_BASELINES=1, review and commit it"
     difference = compare_images(str(baseline), str(drawn), tol=0)
     assert difference is None, f"{name} no longer looks as reviewed: {difference}"
+
+
+# The chart templates of `dvc plots show` / `dvc plots diff` (.dvc/plots/*.json), filled as DVC fills them
+# and drawn by the vega and vega-lite that the offline page inlines (`make install` fetches them; node runs
+# them). The JSON checks run everywhere; the drawing checks skip without node or the npm tarballs.
+TEMPLATES = Path(__file__).parents[2] / ".dvc" / "plots"
+NPM = Path(sys.prefix) / "share" / "npm"  # where `make install` packs vega and vega-lite
+DASHED_LINES = ("model_lines", "train_vs_val")  # line charts that tell revisions apart by line style
+
+
+def template(name: str) -> dict:
+    return json.loads((TEMPLATES / f"{name}.json").read_text())
+
+
+def views(spec: dict) -> list[dict]:
+    """Every unit view of a template: the spec itself, its facet's spec, and their layers."""
+    inner = spec.get("spec", spec)
+    return [inner, *inner.get("layer", [])]
+
+
+@pytest.mark.parametrize("name", DASHED_LINES)
+def test_the_revision_legend_draws_each_revisions_line_style(name: str) -> None:
+    dashed = [view for view in views(template(name)) if "strokeDash" in view.get("encoding", {})]
+    assert len(dashed) == 1, "one layer encodes the revision as line style"
+    (view,) = dashed
+    # a point overlay in the same layer makes vega-lite draw the legend's dash swatches with no stroke
+    assert view["mark"]["type"] == "line" and not view["mark"].get("point")
+    encoding = view["encoding"]["strokeDash"]
+    assert encoding["field"] == "rev" and encoding["title"] == "revision"
+    legend = encoding["legend"]
+    assert legend["symbolType"] == "stroke" and legend["symbolStrokeColor"] not in (None, "transparent")
+    shown_with_revisions = "length(domain('strokeDash')) > 1"  # hidden in `dvc plots show`: one revision
+    assert all(shown_with_revisions in legend[key]["expr"] for key in ("titleOpacity", "labelOpacity"))
+
+
+def test_every_mistakes_panel_has_its_own_axis_and_no_empty_panel_gets_one() -> None:
+    spec = template("confusion_errors")
+    # with shared axes vega-lite draws the bottom axes under every column, empty cells of the last row too
+    assert "columns" in spec and spec["resolve"]["axis"]["x"] == "independent"
+
+
+def datapoints(name: str, revisions: list[str]) -> list[dict[str, str]]:
+    """Rows as DVC passes them to a template: three models per revision, each file's row tagged."""
+    rows = []
+    for rev in revisions:
+        for model in ("lenet", "mlp", "cnn2"):
+            if name == "confusion_errors":
+                rows += [
+                    {"actual": str(a), "predicted": str(p), "rev": rev, "filename": f"{model}.csv"}
+                    for a, p in [(3, 5), (4, 9), (4, 9), (7, 7)]
+                ]
+                continue
+            for epoch in (1, 2):
+                for field in ("train_loss", "val_loss"):
+                    value = str(0.5 / epoch + (0.1 if field == "val_loss" else 0))
+                    rows.append(
+                        {"epoch": str(epoch), "rev": rev, "filename": f"{model}.csv", "field": field}
+                        | {field: value, "val_acc": value, "dvc_inferred_y_value": value}
+                    )
+    return rows
+
+
+def filled(name: str, revisions: list[str]) -> dict:
+    """The template with DVC's anchors filled, as `dvc plots diff` with these revisions would."""
+    x, y = {"confusion_errors": ("actual", "predicted"), "model_lines": ("epoch", "val_acc")}.get(
+        name, ("epoch", "dvc_inferred_y_value")
+    )
+    text = (TEMPLATES / f"{name}.json").read_text()
+    text = text.replace('"<DVC_METRIC_DATA>"', json.dumps(datapoints(name, revisions)))
+    for anchor, value in [("TITLE", name), ("X_LABEL", x), ("Y_LABEL", y), ("X", x), ("Y", y)]:
+        text = text.replace(f"<DVC_METRIC_{anchor}>", value)
+    return json.loads(text)
+
+
+def draw_svgs(specs: list[dict], tmp_path: Path) -> list[str]:
+    """SVGs of vega-lite specs, drawn by node with the vega and vega-lite of the offline plots page."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node to run vega-lite")
+    for tarball, member in LIBRARIES.items():
+        if "embed" in tarball:
+            continue
+        if not (NPM / tarball).is_file():
+            pytest.skip(f"no {NPM / tarball}: `make install` packs it")
+        package = tmp_path / "node_modules" / tarball.rsplit("-", 1)[0]  # vega, vega-lite
+        package.mkdir(parents=True)
+        (package / "index.js").write_text(read_library(NPM / tarball, member))
+    (tmp_path / "specs.json").write_text(json.dumps(specs))
+    (tmp_path / "draw.js").write_text(
+        "const vega = require('vega'), vl = require('vega-lite'), fs = require('fs');\n"
+        "const specs = JSON.parse(fs.readFileSync('specs.json'));\n"
+        "Promise.all(specs.map(s => new vega.View(vega.parse(vl.compile(s).spec), {renderer: 'none'})"
+        ".toSVG())).then(svgs => console.log(JSON.stringify(svgs)));\n"
+    )
+    done = subprocess.run([node, "draw.js"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def legend_swatches(svg: str) -> list[dict[str, str]]:
+    """The attributes of each line-style swatch in an SVG's legends."""
+    paths = re.findall(r'class="mark-symbol role-legend-symbol"[^>]*><path ([^>]*)/>', svg)
+    swatches = [dict(re.findall(r'([\w-]+)="([^"]*)"', path)) for path in paths]
+    return [swatch for swatch in swatches if "stroke-dasharray" in swatch]
+
+
+@pytest.mark.parametrize("name", DASHED_LINES)
+def test_dvc_plots_diff_shows_each_revisions_line_style_and_show_shows_none(
+    name: str, tmp_path: Path
+) -> None:
+    diff, show = draw_svgs([filled(name, ["main", "workspace"]), filled(name, ["workspace"])], tmp_path)
+    swatches = legend_swatches(diff)
+    assert [s["stroke-dasharray"] for s in swatches] == ["1,0", "4,2"]  # solid main, dashed workspace
+    assert all(s.get("stroke") not in (None, "transparent") and s["opacity"] == "1" for s in swatches)
+    assert all(s["opacity"] == "0" for s in legend_swatches(show))  # one revision: no revision legend
+
+
+@pytest.mark.parametrize("revisions", [["workspace"], ["main", "workspace"]])
+def test_the_mistakes_chart_draws_one_axis_per_panel(revisions: list[str], tmp_path: Path) -> None:
+    spec = filled("confusion_errors", revisions)
+    spec["columns"] = 2 * len(revisions)  # three models a revision: the last row is short of panels
+    (svg,) = draw_svgs([spec], tmp_path)
+    assert svg.count(">predicted</text>") == 3 * len(revisions)  # no axis under an empty cell

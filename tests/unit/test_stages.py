@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from dvc.parsing.interpolate import to_str
 
 from mnist_pipeline.artifacts import ModelFile
 from mnist_pipeline.data import save_split
@@ -37,19 +39,41 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def stage_arguments() -> dict[str, list[str]]:
-    """Each stage script's arguments as dvc.yaml writes them (the foreach stages for lenet);
-    all paths relative."""
+    """Each stage script's arguments as dvc.yaml writes them (the foreach stages for lenet; the fan-in
+    stages' ${fan_in} expanded from dvc.yaml's vars: as DVC expands it); all paths relative."""
     commands = {}
-    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
-        cmd = stage["do"]["cmd"] if "foreach" in stage else stage["cmd"]
-        _, script, *args = shlex.split(cmd.replace("${key}", "lenet"))
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    variables = {name: value for entry in dvc_yaml.get("vars", []) for name, value in entry.items()}
+    for stage in dvc_yaml["stages"].values():
+        cmd = (stage["do"]["cmd"] if "foreach" in stage else stage["cmd"]).replace("${key}", "lenet")
+        words = shlex.split(re.sub(r"\$\{(\w+)\}", lambda m: to_str(variables[m[1]]), cmd))
+        script, *args = words[words.index("python") + 1 :]
         commands[Path(script).stem] = args
     return commands
 
 
 COMMANDS = stage_arguments()
 
-PARAMS_FIX = " (fix: correct it in params.yaml or in your `dvc exp run -S` override)"
+PARAMS_FIX = (
+    " (fix: correct it in params.yaml or in your `dvc exp run -S` override; "
+    "`git checkout params.yaml` restores the committed file)"
+)
+# what each stage's error line ends with: how to get back the outputs DVC deleted before running it
+RESTORE = {
+    "validate": "`dvc checkout validate`",
+    "download": "`dvc checkout download`",
+    "preprocess": "`dvc checkout preprocess`",
+    "train": "`dvc checkout train@lenet` and `git checkout HEAD -- plots/train/lenet.csv "
+    "metrics/env/train/lenet.json`",
+    "evaluate": "`dvc checkout evaluate@lenet` and `git checkout HEAD -- metrics/lenet.json "
+    "metrics/timing/lenet.json metrics/env/evaluate/lenet.json plots/predictions/lenet.csv "
+    "plots/per_class/lenet.csv`",
+    "ensemble": "`dvc checkout ensemble` and `git checkout HEAD -- metrics/ensemble.json "
+    "plots/predictions/ensemble.csv models/ensemble.json`",
+    "summary": "`dvc checkout summary` and `git checkout HEAD -- metrics/summary.json`",
+    "plot": "`dvc checkout plot` and `git checkout HEAD -- plots/figures plots/leaderboard.csv "
+    "plots/leaderboard.md`",
+}
 # A mistake in one stage's section, and the one line every stage must answer it with.
 MISTAKES = {
     "plot.dpi": ("plot", "dpi", "high", "error: plot.dpi = 'high' is a str; it must be a int" + PARAMS_FIX),
@@ -91,7 +115,8 @@ def test_every_stage_refuses_bad_params_before_any_work(
     with pytest.raises(SystemExit) as exit_info:
         module.run(module.main)  # what `python stages/<stage>.py` runs
     out, err = capsys.readouterr()
-    assert (exit_info.value.code, err, out) == (2, message + "\n", "")
+    restore = f"; its last committed outputs come back with {RESTORE[stage]}"
+    assert (exit_info.value.code, err, out) == (2, message + restore + "\n", "")
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # nothing written, nothing half-made
 
 
@@ -116,7 +141,8 @@ def test_a_device_this_machine_lacks_is_one_line_and_exit_2(
     assert (exit_info.value.code, out) == (2, "")
     assert err == (
         "error: train.device is 'cuda' but this machine has no CUDA device "
-        "(fix: set train.device: auto or cpu in params.yaml)\n"
+        "(fix: set train.device: auto or cpu in params.yaml)"
+        f"; its last committed outputs come back with {RESTORE['train']}\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
 
@@ -148,6 +174,9 @@ def test_a_missing_input_names_the_stage_that_writes_it(
     out, err = capsys.readouterr()
     path, writer = FIRST_INPUT[stage]
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    restore = f"; its last committed outputs come back with {RESTORE[stage]}\n"
+    assert err.endswith(restore), err
+    err = err.removesuffix(restore) + "\n"
     if stage == "preprocess":
         assert (
             err == "error: no MNIST files under data/raw/MNIST/raw: stage download writes them "
@@ -181,11 +210,11 @@ def train_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     stage = load_stage("train")
     seen: list[str] = []
 
-    def fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer):
+    def fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer, progress):
         seen.append(checkpointer.run_fingerprint)
         raise Stop
 
-    monkeypatch.setattr(stage, "fit_epochs", fit_epochs)
+    monkeypatch.setattr("mnist_pipeline.training.fit_epochs", fit_epochs)
 
     def fingerprint(params: dict) -> str:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -235,6 +264,7 @@ def edited(path: str, value: object) -> dict:
         ("models.lenet.epochs", 3),
         ("models.lenet.bf16", True),
         ("seed", 7),
+        ("models.lenet.seed", 1),  # its own seed
         ("train.threads", 1),
         ("train.eval_batch_size", 500),
     ],
@@ -250,6 +280,7 @@ def test_resume_fingerprint_changes_with_what_changes_the_run(train_stage, path:
     ("path", "value"),
     [
         ("models.cnn2.lr", 0.0123),
+        ("models.cnn2.seed", 5),
         ("evaluate.batch_size", 10),
         ("plot.dpi", 50),
         ("preprocess.val_size", 100),
@@ -281,7 +312,7 @@ def test_resume_fingerprint_changes_with_code_torch_and_device(
     code = fingerprint(committed_params())
     monkeypatch.setattr(torch, "__version__", "0.0.0")
     version = fingerprint(committed_params())
-    monkeypatch.setattr(stage, "select_device", lambda name: torch.device("meta"))
+    monkeypatch.setattr("mnist_pipeline.runtime.select_device", lambda name: torch.device("meta"))
     device = fingerprint(committed_params())
     assert len({base, code, version, device}) == 4
 
@@ -292,7 +323,7 @@ def test_train_rewrites_the_history_after_every_epoch_and_writes_a_model_file_th
     stage, _, data = train_stage
     history_csv, seen, weights = tmp_path / "plots" / "h.csv", [], {}
 
-    def fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer):
+    def fit_epochs(model, recipe, train_data, val_data, seed, eval_batch_size, checkpointer, progress):
         rows = [
             {
                 "epoch": e,
@@ -310,7 +341,7 @@ def test_train_rewrites_the_history_after_every_epoch_and_writes_a_model_file_th
             yield Epoch(rows[n - 1], rows[:n], weights, best_epoch=n, resumed=n < 3)
             seen.append(pd.read_csv(history_csv))
 
-    monkeypatch.setattr(stage, "fit_epochs", fit_epochs)
+    monkeypatch.setattr("mnist_pipeline.training.fit_epochs", fit_epochs)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(committed_params(), sort_keys=False))
     monkeypatch.setattr(
         sys,
@@ -337,13 +368,16 @@ def test_train_rewrites_the_history_after_every_epoch_and_writes_a_model_file_th
     assert [list(frame["epoch"]) for frame in seen] == [[1], [1, 2], [1, 2, 3]]  # on disk while training runs
     assert list(pd.read_csv(history_csv)["val_acc"]) == [0.25, 0.5, 0.75]
     assert sorted(p.name for p in history_csv.parent.iterdir()) == ["h.csv"]  # no scratch file beside it
-    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lenet epoch")]
+    out = capsys.readouterr().out.splitlines()
+    printed = [line for line in out if line.startswith("lenet epoch")]
+    # said when the restored epochs are shown, before any training: not after the next epoch trained
+    assert out.index(f"lenet: resuming from {tmp_path / 'ck' / 'lenet.pt'}") == out.index(printed[0]) - 1
     assert [line.split()[:3] for line in printed] == [
         ["lenet", "epoch", "1"],
         ["lenet", "epoch", "2"],
         ["lenet", "epoch", "3"],
     ]  # each once
-    assert ["(restored from" in line for line in printed] == [True, True, False]
+    assert [line.endswith("(restored)") for line in printed] == [True, True, False]
     # the machine behind the weights, for the PR summary (outside the metrics that dvc metrics diff compares)
     env = json.loads((tmp_path / "metrics" / "env" / "lenet.json").read_text())
     assert env["device"] == "cpu" and env["threads"] == committed_params()["train"]["threads"]
@@ -375,3 +409,31 @@ def test_train_rewrites_the_history_after_every_epoch_and_writes_a_model_file_th
     assert record.weights.keys() == weights.keys() and all(
         torch.equal(record.weights[k], weights[k]) for k in weights
     )
+
+
+def test_validate_writes_the_same_marker_for_any_valid_params(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # download depends on the marker: a valid edit must leave it byte-identical, or MNIST is fetched again
+    monkeypatch.chdir(tmp_path)
+    module = load_stage("validate")
+    markers = []
+    for params in (committed_params(), edited("models.lenet.lr", 0.5), edited("plot.dpi", 50)):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        monkeypatch.setattr(sys, "argv", ["validate.py", *COMMANDS["validate"]])
+        module.run(module.main)
+        markers.append((tmp_path / "data" / "params.ok").read_bytes())
+    assert markers == [markers[0]] * 3 and markers[0]
+
+
+def test_validate_checks_architecture_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(edited("models.lenet.arch", "lenet5"), sort_keys=False)
+    )
+    monkeypatch.setattr(sys, "argv", ["validate.py", *COMMANDS["validate"]])
+    module = load_stage("validate")
+    with pytest.raises(SystemExit):
+        module.run(module.main)
+    assert "models.lenet.arch = 'lenet5' is not valid" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

@@ -20,14 +20,12 @@ from mnist_pipeline.inference import Preprocessing, predict_logits
 from mnist_pipeline.params import ModelParams
 from mnist_pipeline.training import (
     Epoch,
-    FitResult,
     augment,
     augmented_epoch,
     batch_slices,
     bf16_autocast,
     build_optimizer,
     build_scheduler,
-    fit,
     fit_epochs,
     preprocessing_of,
     train_one_epoch,
@@ -540,6 +538,16 @@ class Recorder:
         self.states.append(copy.deepcopy(state))
 
 
+@dataclasses.dataclass
+class FitResult:
+    """fit_epochs run to the end, as train_recipe runs it (on a Tiny model rather than a registered one)."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict[str, float]]
+    resumed_from: int = 0  # epochs restored from a checkpoint
+
+
 def run_fit(
     data: tuple[Split, Split],
     checkpointer: Any = None,
@@ -548,9 +556,14 @@ def run_fit(
     batchnorm: bool = True,
 ) -> FitResult:
     torch.manual_seed(1)
-    return fit(
-        Tiny(batchnorm), recipe, data[0], data[1], seed=seed, eval_batch_size=5, checkpointer=checkpointer
-    )
+    model, last, resumed = Tiny(batchnorm), None, 0
+    for last in fit_epochs(
+        model, recipe, data[0], data[1], seed=seed, eval_batch_size=5, checkpointer=checkpointer
+    ):
+        resumed += last.resumed
+    if last is None:  # no epochs: the weights as built
+        return FitResult({k: v.clone() for k, v in model.state_dict().items()}, 0, [])
+    return FitResult(last.best_state, last.best_epoch, last.history, resumed)
 
 
 def run_epochs(
@@ -804,3 +817,19 @@ def test_clean_epochs_train_the_last_epochs_unaugmented(data: tuple[Split, Split
     all_clean = run_fit(data, recipe=dataclasses.replace(RECIPE, clean_epochs=2))
     plain = run_fit(data, recipe=dataclasses.replace(RECIPE, rotate_deg=0, translate_px=0, scale=0))
     assert [r["train_loss"] for r in all_clean.history] == [r["train_loss"] for r in plain.history]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"optimizer": "lamb"}, "optimizer 'lamb' is not one of: sgd, adam, adamw"),
+        ({"schedule": "linear"}, "schedule 'linear' is not one of: constant, step, cosine, onecycle"),
+    ],
+)
+def test_an_unknown_optimizer_or_schedule_is_an_error_where_it_is_built(change: dict, message: str) -> None:
+    from mnist_pipeline.params import ParamsError
+
+    recipe = dataclasses.replace(RECIPE, **change)  # past the loader, as a tool could build it
+    model = nn.Linear(2, 2)
+    with pytest.raises(ParamsError, match=message):
+        build_scheduler(build_optimizer(model, recipe), recipe, 10)
