@@ -2,24 +2,26 @@
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import torch
 
 from mnist_pipeline.cli import load_checked_params, run, stage_outputs
 from mnist_pipeline.data import load_split
-from mnist_pipeline.ensembling import caruana_selection, combine
+from mnist_pipeline.ensembling import EnsembleFile, Selection, caruana_selection, combine
 from mnist_pipeline.evaluation import classification_metrics
+from mnist_pipeline.fanin import add_model_arguments, check_models, model_files
 from mnist_pipeline.files import read_logits, write_csv, write_json
 from mnist_pipeline.params import ensemble_params
 from mnist_pipeline.runtime import setup_process
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The stage's paths, as dvc.yaml gives them."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file")
-    parser.add_argument(
-        "--logits", required=True, type=Path, nargs="+", help="data/logits/<model>.pt of each candidate"
-    )
+    add_model_arguments(parser, {"--logits": "each candidate's val and test logits (data/logits/{model}.pt)"})
     parser.add_argument("--val", required=True, type=Path, help="val split (data/processed/val.pt)")
     parser.add_argument("--test", required=True, type=Path, help="test split (data/processed/test.pt)")
     parser.add_argument("--metrics", required=True, type=Path, help="metrics JSON to write")
@@ -27,12 +29,42 @@ def main() -> None:
     parser.add_argument(
         "--out", required=True, type=Path, help="JSON of the members, weights and temperatures, for predict"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def ensemble_metrics(
+    combined: torch.Tensor,
+    labels: torch.Tensor,
+    chosen: Selection,
+    record: EnsembleFile,
+    candidates: list[str],
+) -> dict[str, Any]:
+    """The test metrics of the combined log-probabilities, with what was chosen on val."""
+    metrics = classification_metrics(combined, labels)
+    metrics.update(
+        members=record.members,
+        temperatures=record.temperatures,
+        val_accuracy=record.val_accuracy,
+        val_loss=round(chosen.val_loss, 6),
+        best_member=chosen.best_member,
+        best_member_val_accuracy=round(chosen.rounds[0]["val_accuracy"], 6),
+        candidates=sorted(candidates),
+        test_images=len(labels),
+    )
+    return metrics
+
+
+def main() -> None:
+    args = parse_args()
     stage_outputs("ensemble", args.metrics, args.predictions, args.out)
     config = load_checked_params(args.params)
+    check_models(args.models, config)
     setup_process(config)  # the softmax and temperature fits below run in the pinned kernels and threads
     params = ensemble_params(config)
-    logits = {path.stem: read_logits(path, made_by=f"evaluate@{path.stem}") for path in args.logits}
+    logits = {
+        name: read_logits(path, made_by=f"evaluate@{name}")
+        for name, path in model_files(args.logits, args.models).items()
+    }
     _, val_labels = load_split(args.val)
     _, test_labels = load_split(args.test)
     chosen = caruana_selection(
@@ -41,32 +73,10 @@ def main() -> None:
     combined = combine(
         {name: logits[name]["test"] for name in chosen.weights}, chosen.weights, chosen.temperatures
     )
-    metrics = classification_metrics(combined, test_labels)
-    metrics.update(
-        members=chosen.weights,
-        temperatures={name: chosen.temperatures[name] for name in chosen.weights},
-        val_accuracy=round(chosen.val_accuracy, 6),
-        val_loss=round(chosen.val_loss, 6),
-        best_member=chosen.best_member,
-        best_member_val_accuracy=round(chosen.rounds[0]["val_accuracy"], 6),
-        candidates=sorted(logits),
-        test_images=len(test_labels),
-    )
+    record = EnsembleFile.from_selection(chosen, params.rounds)
+    metrics = ensemble_metrics(combined, test_labels, chosen, record, list(logits))
     write_json(args.metrics, metrics)
-    write_json(
-        args.out,
-        {
-            "members": chosen.weights,
-            "temperatures": {name: chosen.temperatures[name] for name in chosen.weights},
-            "val_accuracy": round(chosen.val_accuracy, 6),
-            "rule": f"Caruana selection with replacement on val ({params.rounds} rounds) from the best "
-            "model: val accuracy, ties by the cross-entropy of the temperature-calibrated average",
-            "rounds": [  # the search, for the record: what each round added and the val score after it
-                {**r, "val_accuracy": round(r["val_accuracy"], 6), "val_loss": round(r["val_loss"], 6)}
-                for r in chosen.rounds
-            ],
-        },
-    )
+    record.save(args.out)
     write_csv(
         pd.DataFrame({"actual": test_labels.numpy(), "predicted": combined.argmax(1).numpy()}),
         args.predictions,

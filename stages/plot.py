@@ -2,21 +2,18 @@
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 from mnist_pipeline.cli import load_checked_params, run, stage_outputs
 from mnist_pipeline.data import load_split
-from mnist_pipeline.files import (
-    metrics_stage,
-    read_csv,
-    read_json,
-    read_logits,
-    write_atomic,
-    write_csv,
-    write_text,
-)
-from mnist_pipeline.params import plot_params
+from mnist_pipeline.fanin import add_model_arguments, check_models, model_files
+from mnist_pipeline.files import read_csv, read_json, read_logits, write_atomic, write_csv, write_text
+from mnist_pipeline.params import PlotParams, plot_params
 from mnist_pipeline.plotting import (
     confident_mistakes,
     confusion_heatmap,
@@ -32,42 +29,51 @@ GALLERY_SIZE = 24  # most confident mistakes shown per model
 GRID_MODEL = "resnet18"  # seed 000 ends with an 8x8 grid of test images, label → prediction
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The stage's paths, as dvc.yaml gives them."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file")
-    parser.add_argument(
-        "--metrics", required=True, type=Path, nargs="+", help="metrics/<model>.json, ensemble last"
+    add_model_arguments(
+        parser,
+        {
+            "--metrics": "each model's metrics JSON (metrics/{model}.json)",
+            "--timing": "each model's timing JSON (metrics/timing/{model}.json)",
+            "--history": "each model's training history (plots/train/{model}.csv)",
+            "--logits": "each model's val and test logits (data/logits/{model}.pt)",
+        },
     )
-    parser.add_argument("--timing", required=True, type=Path, nargs="+", help="metrics/timing/<model>.json")
-    parser.add_argument("--history", required=True, type=Path, nargs="+", help="plots/train/<model>.csv")
-    parser.add_argument("--logits", required=True, type=Path, nargs="+", help="data/logits/<model>.pt")
+    parser.add_argument("--ensemble-metrics", required=True, type=Path, help="the ensemble's metrics JSON")
     parser.add_argument("--test", required=True, type=Path, help="test split (data/processed/test.pt)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNG figures")
     parser.add_argument(
         "--leaderboard", required=True, type=Path, help="leaderboard CSV; a .md twin is written beside it"
     )
-    args = parser.parse_args()
-    stage_outputs("plot", args.out, args.leaderboard, args.leaderboard.with_suffix(".md"))
-    config = load_checked_params(args.params)
-    setup_process(config)  # the softmax below runs in the pinned kernels and threads
-    params = plot_params(config)
-    metrics = {path.stem: read_json(path, made_by=metrics_stage(path.stem)) for path in args.metrics}
-    timings = {path.stem: read_json(path, made_by=f"evaluate@{path.stem}") for path in args.timing}
-    histories = {path.stem: read_csv(path, made_by=f"train@{path.stem}") for path in args.history}
-    images, labels = load_split(args.test)
-    logits = {path.stem: read_logits(path, made_by=f"evaluate@{path.stem}")["test"] for path in args.logits}
-    probs = {name: values.softmax(1).numpy() for name, values in logits.items()}
-    names = list(probs)
+    return parser.parse_args()
 
-    figures = {
-        "val_accuracy": val_accuracy_chart(histories),
-        "per_class_error": per_class_error_bars({n: m["per_class_accuracy"] for n, m in metrics.items()}),
+
+def read_records(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Each model's metrics (the ensemble's last), timings and training histories."""
+    metrics = {
+        name: read_json(path, made_by=f"evaluate@{name}")
+        for name, path in model_files(args.metrics, args.models).items()
     }
-    for name, m in metrics.items():
-        title = f"{name}: test accuracy {100 * m['accuracy']:.2f}%"
-        figures[f"confusion_{name}"] = confusion_heatmap(
-            m["confusion_matrix"], title, params.normalize_confusion
-        )
+    metrics["ensemble"] = read_json(args.ensemble_metrics, made_by="ensemble")
+    timings = {
+        name: read_json(path, made_by=f"evaluate@{name}")
+        for name, path in model_files(args.timing, args.models).items()
+    }
+    histories = {
+        name: read_csv(path, made_by=f"train@{name}")
+        for name, path in model_files(args.history, args.models).items()
+    }
+    return metrics, timings, histories
+
+
+def mistake_galleries(
+    probs: dict[str, np.ndarray], images: torch.Tensor, labels: torch.Tensor
+) -> dict[str, Figure]:
+    """Per model, its most confident mistakes on test, with the true and predicted digits."""
+    figures = {}
     for name, p in probs.items():
         idx = confident_mistakes(p, labels.numpy(), GALLERY_SIZE)
         captions = [f"{labels[i]} → {p[i].argmax()} ({p[i].max():.2f})" for i in idx]
@@ -77,9 +83,14 @@ def main() -> None:
             cols=8,
             title=f"{name}: most confident mistakes (true → predicted (probability))",
         )
-    grid_model = GRID_MODEL if GRID_MODEL in probs else names[0]
+    return figures
+
+
+def prediction_grid(probs: dict[str, np.ndarray], images: torch.Tensor, labels: torch.Tensor) -> Figure:
+    """The first 64 test images with GRID_MODEL's predictions (the first model's when it is not run)."""
+    grid_model = GRID_MODEL if GRID_MODEL in probs else next(iter(probs))
     predicted = probs[grid_model][:64].argmax(1)
-    figures["prediction_grid"] = image_grid(
+    return image_grid(
         images[:64].numpy(),
         [f"{labels[i]}\n→ {predicted[i]}" for i in range(64)],
         cols=8,
@@ -87,15 +98,56 @@ def main() -> None:
         title_colors=["black" if predicted[i] == labels[i] else "red" for i in range(64)],
     )
 
+
+def make_figures(
+    metrics: dict[str, Any],
+    histories: dict[str, Any],
+    probs: dict[str, np.ndarray],
+    test: tuple[torch.Tensor, torch.Tensor],
+    params: PlotParams,
+) -> dict[str, Figure]:
+    """Every figure, by file stem: the charts over all models, then one confusion map and gallery each."""
+    figures = {
+        "val_accuracy": val_accuracy_chart(histories),
+        "per_class_error": per_class_error_bars({n: m["per_class_accuracy"] for n, m in metrics.items()}),
+    }
+    for name, m in metrics.items():
+        title = f"{name}: test accuracy {100 * m['accuracy']:.2f}%"
+        figures[f"confusion_{name}"] = confusion_heatmap(
+            m["confusion_matrix"], title, params.normalize_confusion
+        )
+    figures |= mistake_galleries(probs, *test)
+    figures["prediction_grid"] = prediction_grid(probs, *test)
+    return figures
+
+
+def write_figures(figures: dict[str, Figure], out: Path, dpi: int) -> None:
+    """Each figure as out/<stem>.png, then closed."""
     for stem, fig in figures.items():
         # No software/date metadata, so the PNG bytes only change when the picture does.
         write_atomic(
-            args.out / f"{stem}.png",
-            lambda staged, fig=fig: fig.savefig(
-                staged, format="png", dpi=params.dpi, metadata={"Software": None}
-            ),
+            out / f"{stem}.png",
+            lambda staged, fig=fig: fig.savefig(staged, format="png", dpi=dpi, metadata={"Software": None}),
         )
         plt.close(fig)
+
+
+def main() -> None:
+    args = parse_args()
+    stage_outputs("plot", args.out, args.leaderboard, args.leaderboard.with_suffix(".md"))
+    config = load_checked_params(args.params)
+    check_models(args.models, config)
+    setup_process(config)  # the softmax below runs in the pinned kernels and threads
+    params = plot_params(config)
+    metrics, timings, histories = read_records(args)
+    test = load_split(args.test)
+    logits = {
+        name: read_logits(path, made_by=f"evaluate@{name}")["test"]
+        for name, path in model_files(args.logits, args.models).items()
+    }
+    probs = {name: values.softmax(1).numpy() for name, values in logits.items()}
+    figures = make_figures(metrics, histories, probs, test, params)
+    write_figures(figures, args.out, params.dpi)
     board = leaderboard(metrics, histories, timings)
     write_csv(board, args.leaderboard)
     write_text(args.leaderboard.with_suffix(".md"), leaderboard_markdown(board))

@@ -9,7 +9,8 @@ import argparse
 from pathlib import Path
 
 from mnist_pipeline.cli import load_checked_params, run, stage_outputs
-from mnist_pipeline.files import metrics_stage, read_json, write_json
+from mnist_pipeline.fanin import add_model_arguments, check_models, model_files
+from mnist_pipeline.files import read_json, write_json
 from mnist_pipeline.summary import summarize
 
 
@@ -18,14 +19,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--params", default="params.yaml", help="params file")
-    parser.add_argument(
-        "--metrics", required=True, type=Path, nargs="+", help="metrics/<model>.json, ensemble last"
-    )
+    add_model_arguments(parser, {"--metrics": "each model's metrics JSON (metrics/{model}.json)"})
+    parser.add_argument("--ensemble-metrics", required=True, type=Path, help="the ensemble's metrics JSON")
     parser.add_argument("--out", required=True, type=Path, help="summary metrics JSON to write")
     args = parser.parse_args()
     stage_outputs("summary", args.out)
-    load_checked_params(args.params)
-    metrics = {path.stem: read_json(path, made_by=metrics_stage(path.stem)) for path in args.metrics}
+    check_models(args.models, load_checked_params(args.params))
+    metrics = {
+        name: read_json(path, made_by=f"evaluate@{name}")
+        for name, path in model_files(args.metrics, args.models).items()
+    }
+    metrics["ensemble"] = read_json(args.ensemble_metrics, made_by="ensemble")
     summary = summarize(metrics)
     write_json(args.out, summary)
     best = max(summary, key=lambda name: summary[name]["acc"])

@@ -9,7 +9,7 @@ with nothing deleted. Its output is one constant line, so a valid edit reruns no
 import argparse
 from pathlib import Path
 
-from mnist_pipeline.cli import load_checked_params, run, stage_outputs
+from mnist_pipeline.cli import load_checked_params, run
 from mnist_pipeline.files import write_text
 from mnist_pipeline.models import MODELS
 
@@ -23,7 +23,6 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument("--out", required=True, type=Path, help="marker file to write (data/params.ok)")
     args = parser.parse_args()
-    stage_outputs("validate")
     load_checked_params(args.params, MODELS)  # arch names too: this stage may import the registry
     write_text(args.out, CHECKED)
     print(f"{args.params}: every section valid")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_pipeline.cli import stage_outputs
 from mnist_pipeline.environment import PORTABLE_ENV
 from mnist_tools.smoke import git
 
@@ -40,6 +41,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     has_mnist = os.environ.get("MNIST_MIRROR") or (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
     if os.environ.get("CI", "").lower() == "true" and not has_mnist:
         pytest.exit(f"error: CI=true but {NO_MNIST}", returncode=2)
+
+
+@pytest.fixture(autouse=True)
+def fresh_stage_record() -> Iterator[None]:
+    """Each stage process names its stage once (cli.stage_outputs); tests run many mains in one process."""
+    yield
+    stage_outputs("")
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

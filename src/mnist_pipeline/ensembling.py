@@ -1,13 +1,22 @@
-"""Ensemble selection on val: temperature-calibrated members, Caruana's greedy selection with replacement."""
+"""Ensemble selection on val: temperature-calibrated members, Caruana's greedy selection with replacement,
+and the file that records the choice (models/ensemble.json)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.files import write_json
 from mnist_pipeline.inference import score
+
+ENSEMBLE_FORMAT = "mnist-pipeline-ensemble/1"
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -16,9 +25,11 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     Label smoothing and test-time shifts leave members over- or under-confident by different amounts;
     dividing by T changes no member's own predictions, only how much each counts in an average.
     """
-    log_t = torch.zeros((), requires_grad=True)
+    # float64: in float32 the line search's path, and the 4th decimal of T, followed 1-ulp differences between
+    # CPUs on near-uniform logits (the CPU zoo's cnn6, T 0.1160 on a Zen 2 and 0.1161 on an emulated EPYC Milan)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
-    logits = logits.float().clone()  # a normal tensor: autograd refuses predict_logits' inference tensors
+    logits = logits.double()  # a normal tensor: autograd refuses predict_logits' inference tensors
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -114,3 +125,85 @@ def caruana_selection(
         best_member=first,
         rounds=log_rounds,
     )
+
+
+class EnsembleFileError(PipelineError):
+    """A file that is not the ensemble stage's record, or not one this version reads."""
+
+
+_FIX = "(fix: run `dvc repro ensemble`, or fetch it with `make pull`)"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from path; a missing file or other content is an EnsembleFileError."""
+    try:
+        with path.open() as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise EnsembleFileError(f"{path} not found: stage ensemble writes it {_FIX}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EnsembleFileError(
+            f"{path} is not the ensemble stage's members file: it is not JSON {_FIX}"
+        ) from None
+    if not isinstance(saved, dict):
+        raise EnsembleFileError(f"{path} is not the ensemble stage's members file {_FIX}")
+    return saved
+
+
+# The fields of an ensemble file and the type each must have.
+_FIELDS: dict[str, type] = {
+    "members": dict,
+    "temperatures": dict,
+    "val_accuracy": float,
+    "rule": str,
+    "rounds": list,
+}
+
+
+@dataclass(frozen=True)
+class EnsembleFile:
+    """The ensemble the stage chose on val, as one JSON file: what `predict --ensemble` combines."""
+
+    members: dict[str, float]  # member → weight: its share of the kept rounds; the weights sum to 1
+    temperatures: dict[str, float]  # member → the temperature its logits are divided by
+    val_accuracy: float
+    rule: str  # how the members were chosen, in words
+    rounds: list[dict[str, float | str]]  # the search, for the record: what each round added, val score after
+
+    @classmethod
+    def from_selection(cls, chosen: Selection, rounds: int) -> EnsembleFile:
+        """The record of a caruana_selection() over `rounds` rounds, its scores rounded to 6 digits."""
+        return cls(
+            members=chosen.weights,
+            temperatures={name: chosen.temperatures[name] for name in chosen.weights},
+            val_accuracy=round(chosen.val_accuracy, 6),
+            rule=f"Caruana selection with replacement on val ({rounds} rounds) from the best "
+            "model: val accuracy, ties by the cross-entropy of the temperature-calibrated average",
+            rounds=[
+                {**r, "val_accuracy": round(r["val_accuracy"], 6), "val_loss": round(r["val_loss"], 6)}
+                for r in chosen.rounds
+            ],
+        )
+
+    def save(self, path: Path) -> None:
+        """Write the file atomically, its format first."""
+        write_json(Path(path), {"format": ENSEMBLE_FORMAT, **dataclasses.asdict(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> EnsembleFile:
+        """Read a file that save() wrote; anything else is an EnsembleFileError naming the fix."""
+        path = Path(path)
+        saved = _read_json(path)
+        rerun = "(fix: rerun the ensemble stage with `dvc repro -f ensemble`)"
+        found = saved.get("format")
+        if found != ENSEMBLE_FORMAT:
+            if not str(found).startswith("mnist-pipeline-ensemble/") and "members" not in saved:
+                raise EnsembleFileError(f"{path} is not the ensemble stage's members file {_FIX}")
+            written = f"a {found} file" if found else "a file from before ensemble files had a format"
+            raise EnsembleFileError(f"{path} is {written}; this version reads {ENSEMBLE_FORMAT} {rerun}")
+        wrong = [key for key, kind in _FIELDS.items() if not isinstance(saved.get(key), kind)]
+        if wrong:
+            raise EnsembleFileError(f"{path} lacks or mistypes {', '.join(wrong)} {rerun}")
+        if not saved["members"] or set(saved["members"]) != set(saved["temperatures"]):
+            raise EnsembleFileError(f"{path} names no members, or members without temperatures {rerun}")
+        return cls(**{key: saved[key] for key in _FIELDS})

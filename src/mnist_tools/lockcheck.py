@@ -2,7 +2,9 @@
 
     python -m mnist_tools.lockcheck [--repo DIR] [--md]     # exit 1 when a stage is stale
 
-Works in a clean checkout with no data, models or DVC cache, as in CI. A stage is stale when
+Works in a clean checkout with no data, models or DVC cache, as in CI. First, dvc.yaml's lines for each
+model must be what `make dvc-yaml` writes from params.yaml and the registry (mnist_tools.dvcgen): when
+they are not, that one line is the answer. Then a stage is stale when
 `dvc status` finds its command, params or a committed file it depends on changed since dvc.lock
 was written, when a committed output (metrics, plot CSVs) is not the one dvc.lock records, or when
 dvc.lock itself does not add up: a stage's record of its input differs from the record of the stage
@@ -28,6 +30,7 @@ import yaml
 
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
+from mnist_tools.dvcgen import stale_message
 from mnist_tools.report import dvc
 
 FIX = (
@@ -343,7 +346,12 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="project folder")
     parser.add_argument("--md", action="store_true", help="Markdown for a job summary instead of plain lines")
     args = parser.parse_args()
-    stale, checked = check_lock(args.repo.resolve())
+    repo = args.repo.resolve()
+    stale_yaml = stale_message(repo) if (repo / "dvc.yaml").is_file() else None
+    if stale_yaml:
+        print(f"### ❌ dvc.yaml is stale\n\n{stale_yaml}\n" if args.md else stale_yaml)
+        sys.exit(1)
+    stale, checked = check_lock(repo)
     print(report_markdown(stale, checked) if args.md else report_text(stale, checked))
     sys.exit(1 if stale else 0)
 

@@ -31,7 +31,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from mnist_pipeline.artifacts import ModelFile, load_model
 from mnist_pipeline.cli import run
-from mnist_pipeline.ensembling import combine
+from mnist_pipeline.ensembling import EnsembleFile, combine
 from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.inference import predict_logits
@@ -233,25 +233,39 @@ def predict_paths(
 
 
 def read_ensemble(path: Path) -> Ensemble:
-    """The ensemble stage's choice (models/ensemble.json); a missing or malformed file names the fix."""
-    fix = "(fix: run `dvc repro ensemble`, or fetch it with `make pull`)"
-    try:
-        with path.open() as f:
-            saved = json.load(f)
-        weights, temperatures = saved["members"], saved["temperatures"]
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found: stage ensemble writes it {fix}") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise PipelineError(f"{path} is not the ensemble stage's members file {fix}") from None
-    if not weights or set(weights) != set(temperatures):
-        raise PipelineError(f"{path} names no members, or members without temperatures {fix}")
-    return Ensemble(weights, temperatures)
+    """The ensemble stage's choice (models/ensemble.json, an EnsembleFile); any other file names the fix."""
+    record = EnsembleFile.load(path)
+    return Ensemble(record.members, record.temperatures)
 
 
-def load_members(model_file: Path | None, ensemble: Ensemble | None, models_dir: Path) -> list[Member]:
-    """The one model named, or the ensemble's members from models_dir; a missing member names the fix."""
+def missing_model(path: Path, names: list[str]) -> str:
+    """Why a model file is missing, by its name (models/<name>.pt), with the names MODEL= takes."""
+    name = path.stem
+    choices = f"{', '.join(names)} or ensemble" if names else "see models: in params.yaml, or ensemble"
+    if names and name not in names:
+        return (
+            f"{path} not found: params.yaml has no model {name!r}, so no stage train@{name} writes it "
+            f"(fix: name one of {choices})"
+        )
+    return (
+        f"{path} not found: stage train@{name} writes it (fix: train it with `dvc repro train@{name}`, "
+        f"or fetch it with `make pull`; the models are {choices})"
+    )
+
+
+def load_members(
+    model_file: Path | None, ensemble: Ensemble | None, models_dir: Path, names: list[str] | None = None
+) -> list[Member]:
+    """The one model named, or the ensemble's members from models_dir; a missing file names the fix.
+
+    names: the models in params.yaml, which a missing model file's error lists.
+    """
+    names = names or []
     if model_file is not None:
-        return [load_model(model_file)]
+        if not model_file.is_file():
+            raise PipelineError(missing_model(model_file, names))
+        made_by = f"train@{model_file.stem}" if model_file.stem in names else "train@<model>"
+        return [load_model(model_file, made_by=made_by)]
     assert ensemble is not None
     members = []
     for name in ensemble.weights:
@@ -335,7 +349,7 @@ def main() -> None:
         pin_numerics(project)
     paths = collect_images(args.images)
     ensemble = read_ensemble(args.members_file) if args.ensemble else None
-    members = load_members(args.model, ensemble, args.models_dir)
+    members = load_members(args.model, ensemble, args.models_dir, list(project.get("models") or {}))
     writer = Writer(args.format, args.top)
     failed = 0
     for path, result in predict_paths(paths, members, args.batch_size, args.top, ensemble):

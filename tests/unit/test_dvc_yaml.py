@@ -1,27 +1,37 @@
 """dvc.yaml against the code and params.yaml: every model in every list,
-each artifact as its registry card says."""
+each artifact as its registry card says, and no model named in the hand-written part."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc.parsing.interpolate import to_str
 
 from mnist_pipeline.models import MODELS, ModelCard, register_model
+from mnist_tools import dvcgen
 
 ROOT = Path(__file__).resolve().parents[2]
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+TEXT = (ROOT / "dvc.yaml").read_text()
+DVC = yaml.safe_load(TEXT)
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 NAMES = list(PARAMS["models"])
+VARS = {name: value for entry in DVC.get("vars", []) for name, value in entry.items()}
+
+
+def command(stage: str) -> str:
+    """A stage's command as DVC runs it: ${var} of dvc.yaml's vars: expanded as DVC expands a mapping."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: to_str(VARS[m[1]]), DVC["stages"][stage]["cmd"])
 
 
 def arguments(stage: str) -> dict[str, list[str]]:
     """A stage's command as option → the values after it."""
     options: dict[str, list[str]] = {}
     current = None
-    words = shlex.split(DVC["stages"][stage]["cmd"])
+    words = shlex.split(command(stage))
     for word in words[words.index("python") + 2 :]:
         if word.startswith("--"):
             current = options.setdefault(word, [])
@@ -30,28 +40,45 @@ def arguments(stage: str) -> dict[str, list[str]]:
     return options
 
 
-# stage → (option, file pattern, whether the ensemble is a member too)
+# stage → {option: the file pattern it names}; the fan-in stages read one file per model of params.yaml
 FAN_IN = {
-    "ensemble": [("--logits", "data/logits/{}.pt", False)],
-    "summary": [("--metrics", "metrics/{}.json", True)],
-    "plot": [
-        ("--metrics", "metrics/{}.json", True),
-        ("--timing", "metrics/timing/{}.json", False),
-        ("--history", "plots/train/{}.csv", False),
-        ("--logits", "data/logits/{}.pt", False),
-    ],
+    "ensemble": {"--logits": "data/logits/{model}.pt"},
+    "summary": {"--metrics": "metrics/{model}.json"},
+    "plot": {
+        "--metrics": "metrics/{model}.json",
+        "--timing": "metrics/timing/{model}.json",
+        "--history": "plots/train/{model}.csv",
+        "--logits": "data/logits/{model}.pt",
+    },
 }
 
 
 @pytest.mark.parametrize("stage", sorted(FAN_IN))
 def test_fan_in_stages_read_and_depend_on_every_models_files(stage: str) -> None:
     args, deps = arguments(stage), DVC["stages"][stage]["deps"]
-    for option, pattern, with_ensemble in FAN_IN[stage]:
-        expected = [pattern.format(name) for name in [*NAMES, *(["ensemble"] if with_ensemble else [])]]
-        assert args[option] == expected, f"{stage} {option}: the models of params.yaml, in order"
+    assert args["--models"] == NAMES, f"{stage} --models: the models of params.yaml, in order"
+    patterns = {option: values for option, values in args.items() if any("{model}" in v for v in values)}
+    assert patterns == {option: [pattern] for option, pattern in FAN_IN[stage].items()}
+    for pattern in FAN_IN[stage].values():
+        expected = [pattern.format(model=name) for name in NAMES]
         assert set(expected) <= set(deps), f"{stage}: deps lack {sorted(set(expected) - set(deps))}"
+        like = re.compile(re.escape(pattern).replace(re.escape("{model}"), "(\\w+)"))
+        named = {m[1] for dep in deps if (m := like.fullmatch(dep))}
+        assert named <= {*NAMES, "ensemble"}, f"{stage}: deps name models params.yaml lacks"
+    if stage != "ensemble":
+        assert args["--ensemble-metrics"] == ["metrics/ensemble.json"] and "metrics/ensemble.json" in deps
     # no folder deps that gather other stages' outputs: a stage reruns only when a file it reads changes
     assert not [dep for dep in deps if not Path(dep).suffix], deps
+
+
+def test_the_lines_for_each_model_are_what_the_generator_writes() -> None:
+    assert dvcgen.render(TEXT, PARAMS) == TEXT, "dvc.yaml is stale: run `make dvc-yaml`"
+
+
+def test_the_hand_written_part_names_no_model() -> None:
+    hand_written = dvcgen.hand_written(TEXT)
+    named = {name for name in {*NAMES, *MODELS} if re.search(rf"\b{name}\b", hand_written)}
+    assert named == set(), f"dvc.yaml names {sorted(named)} outside the lines `make dvc-yaml` writes"
 
 
 def plotted_files(plot: dict | str) -> list[str]:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mnist_pipeline.ensembling import caruana_selection, combine, fit_temperature
+from mnist_pipeline.ensembling import (
+    ENSEMBLE_FORMAT,
+    EnsembleFile,
+    EnsembleFileError,
+    Selection,
+    caruana_selection,
+    combine,
+    fit_temperature,
+)
 
 
 def logit_row(values: dict[int, float]) -> list[float]:
@@ -166,3 +176,91 @@ def test_ensemble_log_probabilities_are_floored_at_1e_12() -> None:
     combined = equal_mix([sure, sure])
     assert combined[0, 0].item() == pytest.approx(0.0, abs=1e-6)
     assert torch.equal(combined[0, 1:], torch.full((9,), math.log(1e-12)).float())
+
+
+def chosen() -> Selection:
+    return Selection(
+        weights={"b": 0.75, "a": 0.25},
+        temperatures={"a": 1.23456, "b": 0.5, "c": 2.0},
+        val_accuracy=0.9912345678,
+        val_loss=0.03,
+        best_member="b",
+        rounds=[
+            {"added": "b", "val_accuracy": 0.9812345678, "val_loss": 0.0412345678},
+            {"added": "a", "val_accuracy": 0.9912345678, "val_loss": 0.0312345678},
+        ],
+    )
+
+
+def test_an_ensemble_file_records_the_selection_and_reads_back(tmp_path: Path) -> None:
+    record = EnsembleFile.from_selection(chosen(), rounds=20)
+    assert record == EnsembleFile(
+        members={"b": 0.75, "a": 0.25},
+        temperatures={"b": 0.5, "a": 1.23456},  # the members' only, in their order
+        val_accuracy=0.991235,
+        rule="Caruana selection with replacement on val (20 rounds) from the best model: val accuracy, "
+        "ties by the cross-entropy of the temperature-calibrated average",
+        rounds=[
+            {"added": "b", "val_accuracy": 0.981235, "val_loss": 0.041235},
+            {"added": "a", "val_accuracy": 0.991235, "val_loss": 0.031235},
+        ],
+    )
+    record.save(tmp_path / "ensemble.json")
+    text = (tmp_path / "ensemble.json").read_text()
+    saved = json.loads(text)
+    assert list(saved) == ["format", "members", "temperatures", "val_accuracy", "rule", "rounds"]
+    assert saved["format"] == ENSEMBLE_FORMAT == "mnist-pipeline-ensemble/1"
+    assert text == json.dumps(saved, indent=2) + "\n"
+    assert EnsembleFile.load(tmp_path / "ensemble.json") == record
+
+
+RECORD = {
+    "members": {"a": 1.0},
+    "temperatures": {"a": 1.0},
+    "val_accuracy": 0.9,
+    "rule": "r",
+    "rounds": [],
+}
+RERUN = "(fix: rerun the ensemble stage with `dvc repro -f ensemble`)"
+FETCH = "(fix: run `dvc repro ensemble`, or fetch it with `make pull`)"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, f"not found: stage ensemble writes it {FETCH}"),
+        ("{", f"is not the ensemble stage's members file: it is not JSON {FETCH}"),
+        ("[1, 2]", f"is not the ensemble stage's members file {FETCH}"),
+        ({"format": "mnist-pipeline-model/3"}, f"is not the ensemble stage's members file {FETCH}"),
+        (
+            RECORD,  # what the ensemble stage wrote before the format
+            "is a file from before ensemble files had a format; "
+            f"this version reads {ENSEMBLE_FORMAT} {RERUN}",
+        ),
+        (
+            {**RECORD, "format": "mnist-pipeline-ensemble/0"},
+            f"is a mnist-pipeline-ensemble/0 file; this version reads {ENSEMBLE_FORMAT} {RERUN}",
+        ),
+        (
+            {**RECORD, "format": ENSEMBLE_FORMAT, "members": [], "val_accuracy": "high"},
+            f"lacks or mistypes members, val_accuracy {RERUN}",
+        ),
+        (
+            {**RECORD, "format": ENSEMBLE_FORMAT, "members": {}, "temperatures": {}},
+            f"names no members, or members without temperatures {RERUN}",
+        ),
+        (
+            {**RECORD, "format": ENSEMBLE_FORMAT, "temperatures": {"b": 1.0}},
+            f"names no members, or members without temperatures {RERUN}",
+        ),
+    ],
+)
+def test_anything_but_an_ensemble_file_is_one_line_naming_the_fix(
+    tmp_path: Path, content: str | dict | None, problem: str
+) -> None:
+    path = tmp_path / "ensemble.json"
+    if content is not None:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(EnsembleFileError) as error:
+        EnsembleFile.load(path)
+    assert str(error.value) == f"{path} {problem}"

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from mnist_tools.lockcheck import (
     StaleStage,
     consistency_reasons,
@@ -161,3 +163,20 @@ def test_no_lock_is_one_error_line(tmp_path: Path) -> None:
         result.stderr.startswith(f"error: no dvc.lock in {tmp_path} (fix: run `dvc repro`")
         and result.stderr.count("\n") == 1
     )
+
+
+def test_a_stale_dvc_yaml_is_one_line_before_the_lock_is_read(tmp_path: Path) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # a model added to params.yaml, dvc.yaml not rewritten
+    params["models"]["twin"] = {**params["models"]["lenet"], "seed": 1}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in ("dvc.yaml", "dvc.lock"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    line = f"dvc.yaml is stale: run `make dvc-yaml` (models in params.yaml: {', '.join(params['models'])})"
+    for args, expected in (([], f"{line}\n"), (["--md"], f"### ❌ dvc.yaml is stale\n\n{line}\n\n")):
+        result = subprocess.run(
+            [sys.executable, "-m", "mnist_tools.lockcheck", "--repo", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (1, expected, "")

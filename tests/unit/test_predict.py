@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from mnist_pipeline.artifacts import ModelFile, load_model
 from mnist_pipeline.cli import run
+from mnist_pipeline.ensembling import EnsembleFile
 from mnist_pipeline.inference import Preprocessing
 from mnist_pipeline.models import build_model
 from mnist_tools import predict as predict_module
@@ -166,6 +168,46 @@ def test_not_a_model_file(
     assert code == 2 and "is not a model file of this project" in err
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        (
+            "lenet5",
+            "models/lenet5.pt not found: params.yaml has no model 'lenet5', so no stage train@lenet5 ",
+        ),
+        (
+            "cnn2",
+            "models/cnn2.pt not found: stage train@cnn2 writes it (fix: train it with `dvc repro train@cnn2`",
+        ),
+    ],
+)
+def test_a_missing_or_unknown_model_names_its_stage_and_the_valid_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, name: str, problem: str
+) -> None:
+    image = tmp_path / "three.png"
+    render_digit(3, size=64).save(image)
+    (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    monkeypatch.chdir(tmp_path)  # params.yaml here, models/ absent: as `make predict MODEL=...` runs it
+    code, out, err = predict_here(monkeypatch, capsys, "--model", f"models/{name}.pt", str(image))
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith(f"error: {problem}") and "<model>" not in err
+    names = [*yaml.safe_load((ROOT / "params.yaml").read_text())["models"], "ensemble"]
+    assert f"{', '.join(names[:-1])} or ensemble)" in err
+
+
+def test_a_bad_model_file_of_a_known_model_names_its_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    image = tmp_path / "three.png"
+    render_digit(3, size=64).save(image)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mlp.pt").write_bytes(b"garbage")
+    (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    code, _, err = predict_here(monkeypatch, capsys, "--model", "models/mlp.pt", str(image))
+    assert code == 2 and "(fix: train it with `dvc repro train@mlp`" in err
+
+
 # --- batches, folders and patterns, the ensemble, output formats --------------------------------------------
 
 
@@ -280,9 +322,13 @@ def ensemble_dir(tmp_path: Path) -> Path:
     (root / "params.yaml").write_text(
         "models:\n  lenet: {arch: lenet}\n  mlp: {arch: mlp}\n  cnn2: {arch: cnn2}\n"
     )
-    (root / "models" / "ensemble.json").write_text(
-        json.dumps({"members": {"lenet": 0.75, "mlp": 0.25}, "temperatures": {"lenet": 2.0, "mlp": 0.5}})
-    )
+    EnsembleFile(
+        members={"lenet": 0.75, "mlp": 0.25},
+        temperatures={"lenet": 2.0, "mlp": 0.5},
+        val_accuracy=0.5,
+        rule="chosen by the test",
+        rounds=[],
+    ).save(root / "models" / "ensemble.json")
     for seed, (name, mean, std) in enumerate([("lenet", 0.5, 0.5), ("mlp", 0.1307, 0.3081), ("cnn2", 0, 1)]):
         torch.manual_seed(seed)
         model = build_model(name)
@@ -386,10 +432,17 @@ def test_ensemble_names_a_missing_member_and_the_fix(
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        (None, "models/ensemble.json not found: stage ensemble writes it"),
-        ("{", "models/ensemble.json is not the ensemble stage's members file"),
-        ('{"members": {"lenet": 1.0}}', "models/ensemble.json is not the ensemble stage's members file"),
-        ('{"members": {}, "temperatures": {}}', "models/ensemble.json names no members"),
+        (None, "models/ensemble.json not found: stage ensemble writes it (fix: run `dvc repro ensemble`"),
+        ("{", "models/ensemble.json is not the ensemble stage's members file: it is not JSON (fix: run `dvc"),
+        (
+            '{"members": {"lenet": 1.0}, "temperatures": {"lenet": 1.0}}',
+            "models/ensemble.json is a file from before ensemble files had a format; this version reads "
+            "mnist-pipeline-ensemble/1 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
+        ),
+        (
+            '{"format": "mnist-pipeline-ensemble/1", "members": {}, "temperatures": {}}',
+            "models/ensemble.json lacks or mistypes val_accuracy, rule, rounds (fix: rerun",
+        ),
     ],
 )
 def test_a_missing_or_malformed_members_file_names_the_fix(
@@ -410,11 +463,7 @@ def test_a_missing_or_malformed_members_file_names_the_fix(
     monkeypatch.chdir(ensemble_dir)
     code, out, err = predict_here(monkeypatch, capsys, "--ensemble", str(image))
     assert code == 2 and out == ""
-    assert (
-        err.startswith(f"error: {problem}")
-        and err.count("\n") == 1
-        and "(fix: run `dvc repro ensemble`" in err
-    )
+    assert err.startswith(f"error: {problem}") and err.count("\n") == 1
 
 
 def test_csv_has_a_header_quoted_paths_and_top_k_columns(
