@@ -5,7 +5,7 @@
     python -m mnist_tools.remote check [--md]   # exit 1 listing the outputs in dvc.lock the remote lacks
 
 The remote is the default one in .dvc/config (committed, so every clone and CI use it) or
-.dvc/config.local; README "Sharing results" shows how to add one.
+.dvc/config.local; docs/guide.md: "Sharing results: a DVC remote" shows how to add one.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from mnist_tools.report import dvc
 
 NO_REMOTE = (
     "no DVC remote is configured (fix: add the team's with `dvc remote add -d storage URL`, a shared "
-    "folder, s3://bucket/path, gs://bucket/path or ssh://host/path as in README: Sharing results, "
-    "and commit .dvc/config)"
+    "folder, s3://bucket/path, gs://bucket/path or ssh://host/path as in docs/guide.md: "
+    '"Sharing results: a DVC remote", and commit .dvc/config)'
 )
 UNPUSHED = ("new", "missing")  # `dvc status --cloud`: in the local cache only, or in neither cache nor remote
 
@@ -72,7 +72,8 @@ def check_markdown(remote: str | None, missing: list[str]) -> str:
         return (
             "### ⏭️ DVC remote: not checked\n\nThe repository defines no DVC remote "
             "(committed `.dvc/config`, or the `DVC_REMOTE_URL` repository secret), so nobody can pull "
-            "this branch's models without retraining. README: Sharing results.\n"
+            "this branch's models without retraining. "
+            'How to add one: docs/guide.md: "Sharing results: a DVC remote".\n'
         )
     if not missing:
         return f"### ✅ DVC remote `{remote}` holds every output in dvc.lock\n"

@@ -111,7 +111,7 @@ def guard_sentence(max_drop_pp: float) -> str:
     return (
         f"The accuracy guard fails a model whose test accuracy falls by more than {max_drop_pp} pp, "
         "a threshold set above the differences that seeds and CPU types alone produced "
-        "(README: Reproducibility)."
+        '(docs/results.md: "Reproducibility", the paragraph "The guard").'
     )
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from mnist_tools import remote as remote_module
 from mnist_tools.remote import NO_REMOTE, check_markdown, unpushed_outputs
 
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -67,3 +70,16 @@ def test_the_check_without_a_remote_skips_and_says_so(bare_project: Path) -> Non
     result = remote(bare_project, "check")
     assert result.returncode == 0
     assert result.stdout.startswith("no DVC remote is configured: skipped")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [NO_REMOTE, check_markdown(None, []), remote_module.__doc__],
+    ids=["make push/pull", "job summary", "docstring"],
+)
+def test_the_pointer_to_the_how_to_names_a_real_heading(text: str) -> None:
+    assert "README" not in text  # the how-to moved to docs/guide.md
+    pointers = re.findall(r'(docs/[\w/]+\.md): "([^"]+)"', text)
+    assert pointers, text
+    for doc, heading in pointers:
+        assert f"\n## {heading}\n" in (ROOT / doc).read_text(), f"{doc} has no heading {heading!r}"

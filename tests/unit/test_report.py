@@ -22,6 +22,7 @@ from mnist_tools.report import (
     dvc,
     environment_section,
     guard_failures,
+    guard_sentence,
     recorded_environments,
 )
 from mnist_tools.smoke import git
@@ -68,6 +69,17 @@ def test_guard_names_only_models_past_the_threshold() -> None:
     assert failures == [
         "lenet: test accuracy fell 0.15 pp (99.20% → 99.05%), more than guard.max_accuracy_drop_pp = 0.1"
     ]
+
+
+def test_the_guard_sentence_points_at_the_section_that_explains_the_threshold() -> None:
+    sentence = guard_sentence(0.2)
+    doc, heading, paragraph = re.search(
+        r'\((docs/\w+\.md): "([^"]+)", the paragraph "([^"]+)"\)', sentence
+    ).groups()
+    text = (ROOT / doc).read_text()
+    assert f"\n## {heading}\n" in text, f"{doc} has no heading {heading!r}"
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    assert f"**{paragraph}.**" in section and "guard.max_accuracy_drop_pp" in section
 
 
 def test_accuracy_changes_from_dvc_json() -> None:
