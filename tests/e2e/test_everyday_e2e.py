@@ -4,12 +4,14 @@ experiments through the queue, make predict, the PR summary."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import dvc, make, table, tool
+from conftest import dvc, make, tool
 from PIL import Image
 
 from mnist_pipeline.artifacts import load_model
@@ -29,17 +31,38 @@ def experiments(shown: list[dict]) -> dict[str, dict]:
     }
 
 
-def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def markdown_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """`make exps`'s Markdown table → (column names, {experiment: the other cells}), the rule left out."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert all(line.startswith("|") and line.endswith("|") for line in lines), text
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert set("".join(cells[1])) <= set("-:"), text  # the rule under the header
+    return cells[0], {row[0]: row[1:] for row in cells[2:]}
+
+
+def test_a_queued_grid_runs_its_own_code_and_exp_show_compares_it(repo: Path) -> None:
     # up to summary, which `make exps` reads: the figures (plot) add nothing to the comparison
     dvc(repo, "exp", "run", "--queue", "-S", "models.mlp.lr=0.02,0.2", "summary")
-    # one worker: a stage already uses both cores (train.threads: 2); two would only share them
-    dvc(repo, "queue", "start", "-j", "1")
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = dvc(repo, "queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)  # each check is a DVC process, on the cores the experiment trains on
+    # Then the workspace's core changes, and breaks. An editable install puts the workspace's src/ on
+    # every interpreter's path (here PYTHONPATH, as the venv's .pth file would): the queued runs must
+    # still import the src/ of their own snapshot, the code their dvc.lock records.
+    training = repo / "src" / "mnist_pipeline" / "training.py"
+    original = training.read_text()
+    training.write_text(original + '\nraise RuntimeError("the workspace\'s edited code ran")\n')
+    env = os.environ | {"PYTHONPATH": str(repo / "src")}
+    try:
+        # one worker: a stage already uses both cores (train.threads: 2); two would only share them
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", "1"], cwd=repo, env=env, check=True, capture_output=True
+        )
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status = dvc(repo, "queue", "status")
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(5)  # each check is a DVC process, on the cores the experiment trains on
+    finally:
+        training.write_text(original)
     assert status.count("Success") == 2, status
     runs = experiments(json.loads(dvc(repo, "exp", "show", "--json")))
     assert len(runs) == 2
@@ -50,23 +73,20 @@ def test_a_queued_grid_runs_and_exp_show_compares_it(repo: Path, monkeypatch: py
     # the grid left the workspace as it was
     assert "up to date" in dvc(repo, "status")
 
-    # make exps: one narrow row per run, with the changed lr and every model's test accuracy
+    # make exps: a Markdown table, one row per run: Experiment and State (the queue adds it), the changed lr,
+    # then every model's test accuracy
     models = [*yaml.safe_load((repo / "params.yaml").read_text())["models"], "ensemble"]
-    monkeypatch.setenv("COLUMNS", "1000")  # as wide as the table is, not squeezed to 80
-    shown = make(repo, "exps")
+    shown = make(repo, "exps")  # a pipe: dvc's own table would be cut to 80 columns here
     assert shown.returncode == 0, shown.stderr
-    assert max(len(line.rstrip()) for line in shown.stdout.splitlines()) <= 160, shown.stdout
-    header, rows = table(shown.stdout)
-    assert header == [
-        "Experiment",
-        "State",
-        *(f"{m}.acc" for m in models),
-        "models.mlp.lr",
-    ]  # the queue adds State
-    grid = {
-        row[-1]: row[1 + models.index("mlp")] for name, row in rows.items() if name.startswith(("├", "└"))
-    }
-    assert {row[0] for name, row in rows.items() if name.startswith(("├", "└"))} == {"Success"}
+    lines = shown.stdout.strip().splitlines()
+    assert len({len(line) for line in lines}) == 1, shown.stdout  # aligned, no row cut
+    # the columns after the experiment names (dvc generates those, of any length): 130 characters, six models
+    assert len(lines[0]) - len(lines[0].split("|")[1]) <= 140, shown.stdout
+    header, rows = markdown_table(shown.stdout)
+    assert header == ["Experiment", "State", "models.mlp.lr", *(f"{m}.acc" for m in models)]
+    runs = {name: row for name, row in rows.items() if name.startswith(("├", "└"))}
+    assert {row[0] for row in runs.values()} == {"Success"}
+    grid = {row[1]: row[2 + models.index("mlp")] for row in runs.values()}
     assert grid == {str(lr): str(accuracies[lr]) for lr in (0.02, 0.2)}
 
 
