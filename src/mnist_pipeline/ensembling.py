@@ -25,8 +25,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     Label smoothing and test-time shifts leave members over- or under-confident by different amounts;
     dividing by T changes no member's own predictions, only how much each counts in an average.
     """
-    # float64: in float32 the line search's path, and the 4th decimal of T, followed 1-ulp differences between
-    # CPUs on near-uniform logits (the CPU zoo's cnn6, T 0.1160 on a Zen 2 and 0.1161 on an emulated EPYC Milan)
+    # float64: in float32 the line search's path, and the 4th decimal of T, followed 1-ulp differences
+    # between CPUs on near-uniform logits (the CPU zoo's cnn6: T 0.1160 on a Zen 2, 0.1161 on an emulated
+    # EPYC Milan)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
     logits = logits.double()  # a normal tensor: autograd refuses predict_logits' inference tensors

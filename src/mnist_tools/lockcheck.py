@@ -180,9 +180,9 @@ def status_reasons(
             reasons.append(str(item))
             continue
         for path, state in item.get("changed deps", {}).items():
-            if isinstance(state, dict):  # a params file: {"modified": [keys], "new": [...], "deleted": [...]}
+            if isinstance(state, dict):  # a params file: DVC 3.67 gives {key: "modified" | "new" | "deleted"}
                 changes = params_changes(locked_params, params_by_file)
-                keys = [k for ks in state.values() for k in ks]
+                keys = [key if isinstance(how, str) else ", ".join(how) for key, how in state.items()]
                 reasons.append(f"params {', '.join(changes) if changes else ', '.join(keys)}")
             elif path in produced or any(_under(path, p) for p in produced):
                 continue

@@ -51,9 +51,9 @@ def test_clean_clone_passes_and_a_param_change_fails_naming_stage_and_key(
     failed = tool(work, "lockcheck")
     assert failed.returncode == 1
     assert f"stale: train@lenet: params models.lenet.lr {old} → 0.0123" in failed.stdout.splitlines()
-    # no other stage reads models.lenet: ensemble, summary and plot name the files they read, which change
-    # only once train@lenet reruns (until then dvc.lock's records of them agree)
-    assert stale_stages(failed.stdout) == {"train@lenet"}
+    # validate reads all of params.yaml; no other stage reads models.lenet: ensemble, summary and plot name
+    # the files they read, which change only once train@lenet reruns (until then dvc.lock's records agree)
+    assert stale_stages(failed.stdout) == {"validate", "train@lenet"}
     assert failed.stdout.splitlines()[-1].startswith("dvc.lock is stale: run `dvc repro`")
 
 
