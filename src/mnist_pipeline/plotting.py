@@ -1,4 +1,4 @@
-"""Figures from the evaluate and train outputs; each function returns a matplotlib Figure."""
+"""Figures and the leaderboard from the train and evaluate outputs: pure functions; plot writes the files."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Do results depend on the CPU? The first training steps of each recipe on this CPU and on emulated ones.
 
     python -m mnist_tools.cpuzoo [--models lenet,cnn6] [--cpus native,Haswell-v4] [--steps 3]
+                                 [--batch-size 16]
                                  [--numerics portable|native] [--jobs 2]
 
 Each CPU runs in a fresh process: `native` on this machine's CPU, any other name under qemu-user
@@ -43,7 +44,7 @@ QEMU_HOWTO = (
 )
 
 
-def train_steps(name: str, steps: int, config: dict, device: object) -> dict:
+def train_steps(name: str, steps: int, config: dict, device: object, batch_size: int | None = None) -> dict:
     """Train the committed recipe of model name for a few seeded steps, as the train stage trains.
 
     train_recipe runs `steps` epochs of one batch each, on one batch of seeded random images and
@@ -61,7 +62,8 @@ def train_steps(name: str, steps: int, config: dict, device: object) -> dict:
     from mnist_pipeline.training import train_recipe
 
     recipe = model_params(config, name)
-    recipe = revise(recipe, f"models.{name}", epochs=steps, clean_epochs=0, patience=0)
+    batch_size = batch_size or recipe.batch_size  # a smaller batch: the same kernels, less to emulate
+    recipe = revise(recipe, f"models.{name}", epochs=steps, clean_epochs=0, patience=0, batch_size=batch_size)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (recipe.batch_size + 2, 28, 28), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (recipe.batch_size + 2,), generator=generator)
@@ -80,7 +82,7 @@ def train_steps(name: str, steps: int, config: dict, device: object) -> dict:
     }
 
 
-def child(models: list[str], steps: int, params_path: Path, numerics: str) -> None:
+def child(models: list[str], steps: int, params_path: Path, numerics: str, batch_size: int | None) -> None:
     """In this (possibly emulated) process: set it up as the stages do, then print one JSON line per model."""
     from mnist_pipeline.environment import runtime_environment
     from mnist_pipeline.runtime import setup_process
@@ -91,7 +93,8 @@ def child(models: list[str], steps: int, params_path: Path, numerics: str) -> No
     environment = runtime_environment(runtime.device, runtime.threads, False, runtime.numerics)
     print(json.dumps({"environment": environment}))
     for name in models:
-        print(json.dumps({"model": name} | train_steps(name, steps, config, runtime.device)), flush=True)
+        digest = train_steps(name, steps, config, runtime.device, batch_size)
+        print(json.dumps({"model": name} | digest), flush=True)
 
 
 def qemu_problem() -> str | None:
@@ -105,10 +108,13 @@ def qemu_problem() -> str | None:
     return None
 
 
-def run_cpu(cpu: str, models: list[str], steps: int, params_path: Path, numerics: str) -> dict:
+def run_cpu(
+    cpu: str, models: list[str], steps: int, params_path: Path, numerics: str, batch_size: int | None = None
+) -> dict:
     """Every model's digest on one CPU (native, or a QEMU model name), from one fresh process."""
     command = [sys.executable, "-m", "mnist_tools.cpuzoo", "--child", "--models", ",".join(models)]
     command += ["--steps", str(steps), "--params", str(params_path), "--numerics", numerics]
+    command += ["--batch-size", str(batch_size)] if batch_size else []
     if cpu != "native":
         command = [QEMU, "-cpu", cpu, *command]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -144,6 +150,9 @@ def main() -> None:
         "--cpus", default=",".join(DEFAULT_CPUS), help="native and/or QEMU CPU models, comma-separated"
     )
     parser.add_argument("--steps", type=int, default=3, help="training steps per model")
+    parser.add_argument(
+        "--batch-size", type=int, help="images per step instead of each recipe's (the test subset: 16)"
+    )
     parser.add_argument("--numerics", choices=NUMERICS, help="default: params.yaml's numerics")
     parser.add_argument("--jobs", type=int, default=2, help="CPUs emulated at once")
     parser.add_argument(
@@ -161,7 +170,7 @@ def main() -> None:
         )
     numerics = args.numerics or numerics_param(config)
     if args.child:
-        child(models, args.steps, args.params, numerics)
+        child(models, args.steps, args.params, numerics, args.batch_size)
         return
 
     cpus = args.cpus.split(",")
@@ -173,7 +182,10 @@ def main() -> None:
         "plain and shifted predictions and a temperature fitted to them; ms per step"
     )
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {cpu: pool.submit(run_cpu, cpu, models, args.steps, args.params, numerics) for cpu in cpus}
+        futures = {
+            cpu: pool.submit(run_cpu, cpu, models, args.steps, args.params, numerics, args.batch_size)
+            for cpu in cpus
+        }
         results = {cpu: future.result() for cpu, future in futures.items()}
     table, differing = zoo_table(models, cpus, results)
     print(table)

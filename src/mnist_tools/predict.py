@@ -32,10 +32,10 @@ from torchvision.transforms.v2 import functional as TF
 from mnist_pipeline.artifacts import ModelFile, load_model
 from mnist_pipeline.cli import run
 from mnist_pipeline.ensembling import EnsembleFile, combine
-from mnist_pipeline.environment import pin_numerics
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.inference import predict_logits
 from mnist_pipeline.params import load_params
+from mnist_pipeline.runtime import setup_process
 
 MAX_PIXELS = 25_000_000  # larger images are refused as possible decompression bombs
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -343,10 +343,10 @@ def main() -> None:
         parser.error(f"--top {args.top}: must be between 1 and 10")
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be at least 1")
-    # the kernels the evaluate stage scored with; the CPU's own where the params file sets none
+    # the kernels and threads the evaluate stage scored with; the CPU's own where the params file sets none
     project = load_params(args.params) if args.params.is_file() else {}
-    if "numerics" in project:
-        pin_numerics(project)
+    if {"numerics", "train"} <= project.keys():
+        setup_process(project)
     paths = collect_images(args.images)
     ensemble = read_ensemble(args.members_file) if args.ensemble else None
     members = load_members(args.model, ensemble, args.models_dir, list(project.get("models") or {}))

@@ -282,8 +282,9 @@ def test_sigkill_mid_training_resumes_to_identical_weights(repo: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     output = dvc(repo, "repro", "train@mlp")
-    resumed_after = re.search(r"resumed after epoch (\d+)", output)
-    assert resumed_after and 1 <= int(resumed_after.group(1)) < epochs, output
+    restored = re.findall(r"mlp epoch +(\d+) .*\(restored\)", output)
+    assert "mlp: resuming from checkpoints/mlp.pt" in output, output
+    assert 1 <= len(restored) < epochs and restored == [str(e) for e in range(1, len(restored) + 1)], output
     assert not checkpoint.exists()
     resumed = digests(repo, ["models/mlp.pt"])
     dvc(repo, "repro", "-f", "train@mlp")
@@ -292,12 +293,12 @@ def test_sigkill_mid_training_resumes_to_identical_weights(repo: Path) -> None:
 
 def test_dvc_reruns_exactly_the_stages_whose_deps_name_an_edited_module(repo: Path) -> None:
     # test_dvc_deps checks every module against every stage's imports in seconds; this checks that DVC
-    # acts on those deps: an edit to smallconv.py (imported through models) makes train@* and evaluate@*
-    # stale and nothing else, an edit to summary.py only the summary stage.
+    # acts on those deps: an edit to smallconv.py (imported through models) makes validate, train@* and
+    # evaluate@* stale and nothing else, an edit to summary.py only the summary stage.
     assert "up to date" in dvc(repo, "status")
     models = all_models(repo)
     for module, expected in (
-        ("smallconv", {f"{s}@{m}" for s in ("train", "evaluate") for m in models}),
+        ("smallconv", {"validate"} | {f"{s}@{m}" for s in ("train", "evaluate") for m in models}),
         ("summary", {"summary"}),
     ):
         path = repo / "src" / "mnist_pipeline" / f"{module}.py"

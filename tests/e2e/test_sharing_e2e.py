@@ -64,10 +64,11 @@ def test_a_module_edit_names_every_stage_that_imports_it(template: Path, tmp_pat
     result = tool(work, "lockcheck")
     assert result.returncode == 1
     models = list(yaml.safe_load((work / "params.yaml").read_text())["models"])
-    # train, evaluate and ensemble import inference.py (test_dvc_deps keeps dvc.yaml honest)
+    # train, evaluate, ensemble and plot import inference.py (plot through runtime; test_dvc_deps keeps
+    # dvc.yaml honest)
     assert stale_stages(result.stdout) == {
         f"{stage}@{m}" for stage in ("train", "evaluate") for m in models
-    } | {"ensemble"}
+    } | {"ensemble", "plot"}
     assert "src/mnist_pipeline/inference.py changed" in result.stdout
 
 
