@@ -30,7 +30,7 @@ class ParamsError(PipelineError):
         self,
         problem: str,
         fix: str = "correct it in params.yaml or in your `dvc exp run -S` override; "
-        "`git checkout HEAD -- params.yaml` restores the committed file",
+        "`git show HEAD:params.yaml > params.yaml` restores the committed file",
     ) -> None:
         super().__init__(f"{problem} (fix: {fix})")
 

@@ -41,7 +41,7 @@ def test_a_params_typo_stops_before_any_output_is_deleted(repo: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "unknown key models.lenet.momentun (did you mean models.lenet.momentum?)" in output
-    assert "`git checkout HEAD -- params.yaml` restores the committed file" in output
+    assert "`git show HEAD:params.yaml > params.yaml` restores the committed file" in output
     assert "Running stage 'train@lenet'" not in output
     assert snapshot(repo, LENET_OUTPUTS) == before and None not in before.values()
 
@@ -52,10 +52,12 @@ def test_a_failed_exp_run_keeps_the_outputs_and_names_the_restore(repo: Path) ->
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "models.lenet.lr = 'abc' is a str; it must be a float" in output
-    assert "`git checkout HEAD -- params.yaml`" in output
+    assert "`git show HEAD:params.yaml > params.yaml`" in output
     assert snapshot(repo, LENET_OUTPUTS) == before
     # DVC applied -S to params.yaml and left it so: the named command brings the workspace back whole
-    subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml"], cwd=repo, check=True)
+    # (git's own checkout can miss it: DVC rewrote the index after the same-length edit, so git's stat check
+    # calls the file unchanged)
+    subprocess.run("git show HEAD:params.yaml > params.yaml", shell=True, cwd=repo, check=True)
     assert "up to date" in dvc(repo, "status")
 
 

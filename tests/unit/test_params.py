@@ -79,7 +79,7 @@ def test_load_params_defaults_to_params_yaml_in_the_working_directory(
 
 FIX = (
     " (fix: correct it in params.yaml or in your `dvc exp run -S` override; "
-    "`git checkout HEAD -- params.yaml` restores the committed file)"
+    "`git show HEAD:params.yaml > params.yaml` restores the committed file)"
 )
 
 

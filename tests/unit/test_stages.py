@@ -56,7 +56,7 @@ COMMANDS = stage_arguments()
 
 PARAMS_FIX = (
     " (fix: correct it in params.yaml or in your `dvc exp run -S` override; "
-    "`git checkout HEAD -- params.yaml` restores the committed file)"
+    "`git show HEAD:params.yaml > params.yaml` restores the committed file)"
 )
 # what each stage's error line ends with: how to get back the outputs DVC deleted before running it
 RESTORE = {
