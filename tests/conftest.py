@@ -159,6 +159,15 @@ def table(text: str) -> tuple[list[str], dict[str, list[str]]]:
     return header, {" ".join(row[:-cells]): row[-cells:] for row in lines[1:]}
 
 
+def markdown_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """`make exps`'s Markdown table → (column names, {experiment: the other cells}), the rule left out."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert all(line.startswith("|") and line.endswith("|") for line in lines), text
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert set("".join(cells[1])) <= set("-:"), text  # the rule under the header
+    return cells[0], {row[0]: row[1:] for row in cells[2:]}
+
+
 def clone(source: Path, dest: Path) -> Path:
     """A fresh git clone: no data, models or DVC cache, as CI checks out a pull request."""
     subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)

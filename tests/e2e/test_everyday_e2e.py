@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import dvc, make, tool
+from conftest import dvc, make, markdown_table, tool
 from PIL import Image
 
 from mnist_pipeline.artifacts import load_model
@@ -29,15 +29,6 @@ def experiments(shown: list[dict]) -> dict[str, dict]:
         for exp in (row.get("experiments") or [])
         for exp in exp["revs"]
     }
-
-
-def markdown_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
-    """`make exps`'s Markdown table → (column names, {experiment: the other cells}), the rule left out."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert all(line.startswith("|") and line.endswith("|") for line in lines), text
-    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-    assert set("".join(cells[1])) <= set("-:"), text  # the rule under the header
-    return cells[0], {row[0]: row[1:] for row in cells[2:]}
 
 
 def test_a_queued_grid_runs_its_own_code_and_exp_show_compares_it(repo: Path) -> None:

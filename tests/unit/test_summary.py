@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make
+from conftest import make, markdown_table
 
 from mnist_pipeline.summary import headline, summarize
 from mnist_tools.smoke import copy_project
@@ -53,15 +53,6 @@ def test_the_committed_summary_is_what_the_committed_metrics_give() -> None:
 
 def width(text: str) -> int:
     return max(len(line.rstrip()) for line in text.splitlines())
-
-
-def markdown_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
-    """`make exps`'s Markdown table → (column names, {experiment: the other cells}), the rule left out."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert all(line.startswith("|") and line.endswith("|") for line in lines), text
-    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-    assert set("".join(cells[1])) <= set("-:"), text  # the rule under the header
-    return cells[0], {row[0]: row[1:] for row in cells[2:]}
 
 
 @pytest.fixture
