@@ -319,7 +319,7 @@ PASS_IMAGES = {
 LEVER_BATCHES = {"resnet18": 2, "bnnet": 8}  # batches per timed pass; 16 for the others
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -339,34 +339,33 @@ def main() -> None:
         help="only our path, every model: format x precision, torch.compile, 2x batch",
     )
     args = parser.parse_args()
-    params = load_params(args.params)
-    # the committed numerics and the train stage's allocator, for both ways, before any kernel runs
-    numerics = setup_process(params, threads=args.threads).numerics
     if args.min_run_time is None:
         args.min_run_time = 2.0 if args.quick else 10.0
-    header = (
-        f"torch {torch.__version__}, {args.threads} threads, numerics {numerics}, "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; median images/s while training "
-        f"±half the IQR, torch.utils.benchmark, {args.min_run_time:g} s per rate"
-    )
-    if args.levers:
-        print(f"{header}; our path, committed recipes\n")
-        columns = [f"{'NHWC' if cl else 'NCHW'} {'bf16' if bf16 else 'fp32'}" for cl, bf16 in FORMATS]
-        columns += ["torch.compile", "2x batch"]
-        print(f"| model | batch | {' | '.join(columns)} | compile s | params.yaml |")
-        print("|---|---:|" + "---:|" * len(columns) + "---:|---|")
-        for name in model_names(params):
-            recipe = model_params(params, name)
-            rates = lever_rates(
-                args.raw, recipe, LEVER_BATCHES.get(recipe.arch, 16), args.threads, args.min_run_time
-            )
-            picked = f"{'NHWC' if recipe.channels_last else 'NCHW'} {'bf16' if recipe.bf16 else 'fp32'}"
-            print(
-                f"| {name} | {recipe.batch_size} | {' | '.join(str(rates[c]) for c in columns)} | "
-                f"{rates['torch.compile'].warmup_s:.0f} | {picked} |",
-                flush=True,
-            )
-        return
+    return args
+
+
+def print_levers(args: argparse.Namespace, params: dict, header: str) -> None:
+    """--levers: our path per model under each speed lever."""
+    print(f"{header}; our path, committed recipes\n")
+    columns = [f"{'NHWC' if cl else 'NCHW'} {'bf16' if bf16 else 'fp32'}" for cl, bf16 in FORMATS]
+    columns += ["torch.compile", "2x batch"]
+    print(f"| model | batch | {' | '.join(columns)} | compile s | params.yaml |")
+    print("|---|---:|" + "---:|" * len(columns) + "---:|---|")
+    for name in model_names(params):
+        recipe = model_params(params, name)
+        rates = lever_rates(
+            args.raw, recipe, LEVER_BATCHES.get(recipe.arch, 16), args.threads, args.min_run_time
+        )
+        picked = f"{'NHWC' if recipe.channels_last else 'NCHW'} {'bf16' if recipe.bf16 else 'fp32'}"
+        print(
+            f"| {name} | {recipe.batch_size} | {' | '.join(str(rates[c]) for c in columns)} | "
+            f"{rates['torch.compile'].warmup_s:.0f} | {picked} |",
+            flush=True,
+        )
+
+
+def print_rates(args: argparse.Namespace, params: dict, header: str) -> None:
+    """Images/s the seeds' way and ours, per seed model, with the matmul rate of the same rounds."""
     print(
         f"{header}; same model, optimiser, batch size and images both ways; each row's rates and its "
         f"{MATMUL_N}x{MATMUL_N} fp32 matmul timed in the same rounds\n"
@@ -388,8 +387,10 @@ def main() -> None:
             f"{100 * rates['ours'].median * flops / matmul:.0f}% |",
             flush=True,
         )
-    if args.quick:
-        return
+
+
+def print_time_to_accuracy(args: argparse.Namespace, params: dict) -> None:
+    """lenet's training seconds to the seed's accuracy, the seed's recipe and way against ours."""
     print(
         f"\nlenet, training seconds until test accuracy >= {SEED_ACCURACY:.2%} "
         "(checked after each epoch; one run):"
@@ -410,6 +411,24 @@ def main() -> None:
             else f"not reached in {recipe.epochs} epochs (last: {accuracy:.2%})"
         )
     )
+
+
+def main() -> None:
+    args = parse_args()
+    params = load_params(args.params)
+    # the committed numerics and the train stage's allocator, for both ways, before any kernel runs
+    numerics = setup_process(params, threads=args.threads).numerics
+    header = (
+        f"torch {torch.__version__}, {args.threads} threads, numerics {numerics}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; median images/s while training "
+        f"±half the IQR, torch.utils.benchmark, {args.min_run_time:g} s per rate"
+    )
+    if args.levers:
+        print_levers(args, params, header)
+        return
+    print_rates(args, params, header)
+    if not args.quick:
+        print_time_to_accuracy(args, params)
 
 
 if __name__ == "__main__":
