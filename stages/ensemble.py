@@ -1,4 +1,4 @@
-"""Stage ensemble: members and weights chosen on val (Caruana selection), then scored on test once."""
+"""Stage ensemble: members and weights chosen on val (near-best average or Caruana), scored on test once."""
 
 import argparse
 from pathlib import Path
@@ -9,7 +9,7 @@ import torch
 
 from mnist_pipeline.cli import load_checked_params, run, stage_outputs
 from mnist_pipeline.data import load_split
-from mnist_pipeline.ensembling import EnsembleFile, Selection, caruana_selection, combine
+from mnist_pipeline.ensembling import Choice, EnsembleFile, choose_ensemble, combine
 from mnist_pipeline.evaluation import classification_metrics
 from mnist_pipeline.fanin import add_model_arguments, check_models, model_files
 from mnist_pipeline.files import read_logits, write_csv, write_json
@@ -35,19 +35,30 @@ def parse_args() -> argparse.Namespace:
 def ensemble_metrics(
     combined: torch.Tensor,
     labels: torch.Tensor,
-    chosen: Selection,
+    val_images: int,
+    choice: Choice,
     record: EnsembleFile,
     candidates: list[str],
 ) -> dict[str, Any]:
-    """The test metrics of the combined log-probabilities, with what was chosen on val."""
+    """The test metrics of the combined log-probabilities, with what was chosen on val and why."""
+    chosen, images = choice.chosen, val_images
     metrics = classification_metrics(combined, labels)
     metrics.update(
         members=record.members,
         temperatures=record.temperatures,
         val_accuracy=record.val_accuracy,
         val_loss=round(chosen.val_loss, 6),
+        rule=chosen.rule,
+        why=choice.reason(images),  # the sentence is in models/ensemble.json
+        val_errors=chosen.val_errors(images),
+        alternative={
+            "rule": choice.other.rule,
+            "members": record.alternative["members"],
+            "val_accuracy": record.alternative["val_accuracy"],
+            "val_errors": choice.other.val_errors(images),
+        },
         best_member=chosen.best_member,
-        best_member_val_accuracy=round(chosen.rounds[0]["val_accuracy"], 6),
+        best_member_val_accuracy=round(chosen.best_member_val_accuracy, 6),
         candidates=sorted(candidates),
         test_images=len(labels),
     )
@@ -67,14 +78,15 @@ def main() -> None:
     }
     _, val_labels = load_split(args.val)
     _, test_labels = load_split(args.test)
-    chosen = caruana_selection(
-        {name: both["val"] for name, both in logits.items()}, val_labels, params.rounds
+    choice = choose_ensemble(
+        {name: both["val"] for name, both in logits.items()}, val_labels, params.rounds, params.within_errors
     )
+    chosen = choice.chosen
     combined = combine(
         {name: logits[name]["test"] for name in chosen.weights}, chosen.weights, chosen.temperatures
     )
-    record = EnsembleFile.from_selection(chosen, params.rounds)
-    metrics = ensemble_metrics(combined, test_labels, chosen, record, list(logits))
+    record = EnsembleFile.from_choice(choice, params.rounds, params.within_errors)
+    metrics = ensemble_metrics(combined, test_labels, len(val_labels), choice, record, list(logits))
     write_json(args.metrics, metrics)
     record.save(args.out)
     write_csv(
@@ -83,9 +95,9 @@ def main() -> None:
     )
     weights = ", ".join(f"{name} {weight:.2f}" for name, weight in chosen.weights.items())
     print(
-        f"ensemble of {weights}: val accuracy {chosen.val_accuracy:.4%} "
-        f"(best member {chosen.best_member} {chosen.rounds[0]['val_accuracy']:.4%}), "
-        f"test accuracy {metrics['accuracy']:.4%}"
+        f"ensemble ({chosen.rule}) of {weights}: val accuracy {chosen.val_accuracy:.4%} "
+        f"(best member {chosen.best_member} {chosen.best_member_val_accuracy:.4%}), "
+        f"test accuracy {metrics['accuracy']:.4%}; {choice.why}"
     )
 
 

@@ -1,5 +1,6 @@
-"""Ensemble selection on val: temperature-calibrated members, Caruana's greedy selection with replacement,
-and the file that records the choice (models/ensemble.json)."""
+"""Ensemble selection on val: temperature-calibrated members, two rules (the equal-weight average of the
+models near the best, and Caruana's greedy selection with replacement), the choice between them, and the
+file that records it (models/ensemble.json)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.files import write_json
 from mnist_pipeline.inference import score
 
-ENSEMBLE_FORMAT = "mnist-pipeline-ensemble/1"
+ENSEMBLE_FORMAT = "mnist-pipeline-ensemble/2"
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -68,20 +69,73 @@ def _score(log_probs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]
     return scored["accuracy"], scored["loss"]
 
 
+def fit_temperatures(val_logits: dict[str, torch.Tensor], val_labels: torch.Tensor) -> dict[str, float]:
+    """Every candidate's temperature on val, in name order."""
+    return {name: fit_temperature(val_logits[name], val_labels) for name in sorted(val_logits)}
+
+
 @dataclass(frozen=True)
 class Selection:
-    """The ensemble chosen on val: members with weights, and how each round of the search went."""
+    """An ensemble chosen on val by one rule: members with weights (and, for Caruana, each round)."""
 
-    weights: dict[str, float]  # member → share of the average (rounds picked / rounds kept)
+    weights: dict[str, float]  # member → share of the average; the weights sum to 1
     temperatures: dict[str, float]  # every candidate's fitted temperature
     val_accuracy: float
     val_loss: float  # cross-entropy of the calibrated weighted average
-    best_member: str  # the best single candidate on val, where the search starts
+    best_member: str  # the best single candidate on val
     rounds: list[dict[str, float | str]] = field(default_factory=list)  # added, val_accuracy, val_loss
+    rule: str = "caruana"  # "caruana" or "near-best average"
+    best_member_val_accuracy: float = 0.0
+
+    def val_errors(self, images: int) -> int:
+        """Val images the ensemble gets wrong (its accuracy is a count of images)."""
+        return round((1 - self.val_accuracy) * images)
+
+
+def _best_single(
+    probs: dict[str, torch.Tensor], val_labels: torch.Tensor
+) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The best candidate (val accuracy, then calibrated cross-entropy; name order among equals), and
+    every candidate's (accuracy, loss)."""
+    singles = {name: _score(probs[name].clamp_min(1e-12).log(), val_labels) for name in sorted(probs)}
+    return max(singles, key=lambda name: (singles[name][0], -singles[name][1])), singles
+
+
+def near_best_average(
+    val_logits: dict[str, torch.Tensor],
+    val_labels: torch.Tensor,
+    within_errors: int,
+    temperatures: dict[str, float] | None = None,
+) -> Selection:
+    """The equal-weight average of every candidate at most `within_errors` val errors behind the best.
+
+    At 5,000 val images, models a few errors apart are not told apart by val; an average of all of
+    them has nothing fitted to val but the membership, so it is the robust choice when val ties.
+    """
+    temperatures = temperatures or fit_temperatures(val_logits, val_labels)
+    probs = {name: calibrated_probs(val_logits[name], temperatures[name]) for name in sorted(val_logits)}
+    best, singles = _best_single(probs, val_labels)
+    images = len(val_labels)
+    limit = round((1 - singles[best][0]) * images) + within_errors
+    members = [name for name in probs if round((1 - singles[name][0]) * images) <= limit]
+    weights = {name: round(1 / len(members), 6) for name in members}
+    accuracy, loss = _score(weighted_log_probs(probs, dict.fromkeys(members, 1 / len(members))), val_labels)
+    return Selection(
+        weights=weights,
+        temperatures=temperatures,
+        val_accuracy=accuracy,
+        val_loss=loss,
+        best_member=best,
+        rule="near-best average",
+        best_member_val_accuracy=singles[best][0],
+    )
 
 
 def caruana_selection(
-    val_logits: dict[str, torch.Tensor], val_labels: torch.Tensor, rounds: int
+    val_logits: dict[str, torch.Tensor],
+    val_labels: torch.Tensor,
+    rounds: int,
+    temperatures: dict[str, float] | None = None,
 ) -> Selection:
     """Caruana et al. (ICML 2004) ensemble selection, scored on val: never worse than the best member there.
 
@@ -91,14 +145,13 @@ def caruana_selection(
     ensemble seen, the earliest among equals. A member's weight is its share of the kept rounds.
     """
     names = sorted(val_logits)
-    temperatures = {name: fit_temperature(val_logits[name], val_labels) for name in names}
+    temperatures = temperatures or fit_temperatures(val_logits, val_labels)
     probs = {name: calibrated_probs(val_logits[name], temperatures[name]) for name in names}
 
     def order(score: tuple[float, float]) -> tuple[float, float]:
         return (score[0], -score[1])  # higher accuracy, then lower loss
 
-    singles = {name: _score(probs[name].clamp_min(1e-12).log(), val_labels) for name in names}
-    first = max(names, key=lambda name: order(singles[name]))  # max keeps the first of equals: name order
+    first, singles = _best_single(probs, val_labels)
     picked = [first]
     total = probs[first].clone()
     log_rounds: list[dict[str, float | str]] = [
@@ -125,7 +178,51 @@ def caruana_selection(
         val_loss=best_score[1],
         best_member=first,
         rounds=log_rounds,
+        best_member_val_accuracy=singles[first][0],
     )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The ensemble the stage uses, the rule it lost to or beat, and why, in words."""
+
+    chosen: Selection
+    other: Selection
+    why: str
+
+    def reason(self, images: int) -> str:
+        """The why in a few words, for metrics/ensemble.json (which `dvc metrics diff` prints whole)."""
+        ours, theirs = self.chosen.val_errors(images), self.other.val_errors(images)
+        tie = "; a tie goes to the average" if ours == theirs else ""
+        return f"{ours} val errors against {theirs}{tie}"
+
+
+def choose_ensemble(
+    val_logits: dict[str, torch.Tensor], val_labels: torch.Tensor, rounds: int, within_errors: int
+) -> Choice:
+    """The near-best average, unless Caruana's weights get strictly more val images right.
+
+    Caruana's search is fitted to val, so its val score flatters it; the average is used whenever it
+    ties, and a weighted search must show on val that it beats the average before it is used.
+    """
+    temperatures = fit_temperatures(val_logits, val_labels)
+    average = near_best_average(val_logits, val_labels, within_errors, temperatures)
+    caruana = caruana_selection(val_logits, val_labels, rounds, temperatures)
+    images = len(val_labels)
+    errors = {"average": average.val_errors(images), "caruana": caruana.val_errors(images)}
+    if errors["caruana"] < errors["average"]:
+        why = (
+            "Caruana's weights got more val images right than the equal average of the near-best models "
+            f"({errors['caruana']} errors against {errors['average']} of {images:,})"
+        )
+        return Choice(chosen=caruana, other=average, why=why)
+    why = (
+        f"the equal average of the models within {within_errors} val errors of the best "
+        f"{'tied' if errors['average'] == errors['caruana'] else 'beat'} Caruana's weights on val "
+        f"({errors['average']} errors against {errors['caruana']} of {images:,}); a tie goes to the "
+        "average, which val did not tune"
+    )
+    return Choice(chosen=average, other=caruana, why=why)
 
 
 class EnsembleFileError(PipelineError):
@@ -157,32 +254,56 @@ _FIELDS: dict[str, type] = {
     "temperatures": dict,
     "val_accuracy": float,
     "rule": str,
+    "why": str,
+    "alternative": dict,
     "rounds": list,
 }
+
+
+def rule_text(selection: Selection, rounds: int, within_errors: int) -> str:
+    """How a selection's members were chosen, in words."""
+    if selection.rule == "caruana":
+        return (
+            f"Caruana selection with replacement on val ({rounds} rounds) from the best model: val "
+            "accuracy, ties by the cross-entropy of the temperature-calibrated average"
+        )
+    return (
+        f"equal-weight average of the temperature-calibrated models within {within_errors} val errors "
+        f"of the best ({selection.best_member})"
+    )
 
 
 @dataclass(frozen=True)
 class EnsembleFile:
     """The ensemble the stage chose on val, as one JSON file: what `predict --ensemble` combines."""
 
-    members: dict[str, float]  # member → weight: its share of the kept rounds; the weights sum to 1
+    members: dict[str, float]  # member → weight; the weights sum to 1
     temperatures: dict[str, float]  # member → the temperature its logits are divided by
     val_accuracy: float
     rule: str  # how the members were chosen, in words
-    rounds: list[dict[str, float | str]]  # the search, for the record: what each round added, val score after
+    why: str  # why this rule and not the other, with both val scores
+    alternative: dict[str, Any]  # the rule not used: rule, members, val_accuracy
+    rounds: list[dict[str, float | str]]  # Caruana's search, for the record: what each round added, val after
 
     @classmethod
-    def from_selection(cls, chosen: Selection, rounds: int) -> EnsembleFile:
-        """The record of a caruana_selection() over `rounds` rounds, its scores rounded to 6 digits."""
+    def from_choice(cls, choice: Choice, rounds: int, within_errors: int) -> EnsembleFile:
+        """The record of a choose_ensemble() call, its scores rounded to 6 digits."""
+        chosen, other = choice.chosen, choice.other
+        search = chosen if chosen.rule == "caruana" else other
         return cls(
             members=chosen.weights,
             temperatures={name: chosen.temperatures[name] for name in chosen.weights},
             val_accuracy=round(chosen.val_accuracy, 6),
-            rule=f"Caruana selection with replacement on val ({rounds} rounds) from the best "
-            "model: val accuracy, ties by the cross-entropy of the temperature-calibrated average",
+            rule=rule_text(chosen, rounds, within_errors),
+            why=choice.why,
+            alternative={
+                "rule": rule_text(other, rounds, within_errors),
+                "members": other.weights,
+                "val_accuracy": round(other.val_accuracy, 6),
+            },
             rounds=[
                 {**r, "val_accuracy": round(r["val_accuracy"], 6), "val_loss": round(r["val_loss"], 6)}
-                for r in chosen.rounds
+                for r in search.rounds
             ],
         )
 

@@ -72,11 +72,6 @@ def missing_input(path: Path, stage: str) -> PipelineError:
     return PipelineError(f"{path} not found: stage {stage} writes it (fix: run `dvc repro {stage}`)")
 
 
-def metrics_stage(name: str) -> str:
-    """The stage that writes metrics/<name>.json: the ensemble's own, evaluate@<name> for a model."""
-    return "ensemble" if name == "ensemble" else f"evaluate@{name}"
-
-
 def read_json(path: Path, made_by: str) -> dict[str, Any]:
     """Read a JSON file that stage made_by wrote; a missing one names that stage."""
     try:

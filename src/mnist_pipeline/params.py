@@ -94,6 +94,7 @@ class EvaluateParams:
 @dataclasses.dataclass(frozen=True)
 class EnsembleParams:
     rounds: int  # Caruana selection rounds: members added with replacement after the best single model
+    within_errors: int  # models this many val errors or fewer behind the best enter the equal average
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,23 +312,26 @@ def model_params(
         )
     path = f"models.{name}"
     recipe = build_section(ModelParams, models[name], path, handled=(MODEL_SEED,))
-    if MODEL_SEED in models[name]:  # a bad models.<name>.seed fails with the rest of the recipe
+    if MODEL_SEED in models[name]:  # a bad models.<name>.seed_offset fails with the rest of the recipe
         validate_seed(models[name][MODEL_SEED], f"{path}.{MODEL_SEED}")
     return validate_model(recipe, path, architectures)
 
 
-# A model's own seed: not part of its recipe (ModelParams), which model files and checkpoint fingerprints
-# record; a model without one takes the top-level seed, so `bnnet_s1: {arch: bnnet, seed: 1, ...}` is bnnet
-# trained from another initialisation, order and augmentation, scored on the same val split.
-MODEL_SEED = "seed"
+# A model's seed offset: not part of its recipe (ModelParams; the model file and checkpoint fingerprint
+# record the resulting seed instead). `bnnet_s1: {arch: bnnet, seed_offset: 1, ...}` is bnnet trained from
+# another initialisation, order and augmentation, scored on the same val split. An offset rather than a
+# seed of its own, so that `-S seed=N` moves every model together and members of different offsets
+# never share a seed.
+MODEL_SEED = "seed_offset"
 
 
 def model_seed(config: dict[str, Any], name: str) -> int:
-    """The seed models.<name> trains with: its own `seed` key, else the top-level seed."""
+    """The seed models.<name> trains with: the top-level seed plus its `seed_offset` (default 0)."""
     recipe = config["models"][name]
+    offset = 0
     if isinstance(recipe, dict) and MODEL_SEED in recipe:
-        return validate_seed(recipe[MODEL_SEED], f"models.{name}.{MODEL_SEED}")
-    return validate_seed(_section(config, "seed"))
+        offset = validate_seed(recipe[MODEL_SEED], f"models.{name}.{MODEL_SEED}")
+    return validate_seed(_section(config, "seed")) + offset
 
 
 def evaluate_params(config: dict[str, Any]) -> EvaluateParams:
@@ -342,6 +346,10 @@ def ensemble_params(config: dict[str, Any]) -> EnsembleParams:
     params = build_section(EnsembleParams, _section(config, "ensemble"), "ensemble")
     _require(
         params.rounds >= 0, f"ensemble.rounds = {params.rounds} must be >= 0 (0 keeps the best model alone)"
+    )
+    _require(
+        params.within_errors >= 0,
+        f"ensemble.within_errors = {params.within_errors} must be >= 0 (0 averages the best model's ties)",
     )
     return params
 

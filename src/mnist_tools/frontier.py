@@ -2,15 +2,17 @@
 
     python -m mnist_tools.frontier --runs bnnet:6,8,10 lenet:4 --seeds 0 1 2 --out docs/frontier.csv
 
-    python -m mnist_tools.frontier --combine resnet18:4 bnnet:6 cnn2:4 --logits build/frontier/logits
+    python -m mnist_tools.frontier --combine resnet18:3 bnnet:8 bnnet_s1:8 --seeds 0 1 2 \
+        --logits build/frontier/logits
 
 Each run is what `dvc exp run -S seed=S -S models.M.epochs=E` would train: the val split of seed S,
 the train stage's loop, numerics, threads and test-time shift choice. One CSV row per run, appended as
 each finishes; runs already in the CSV are skipped, so a killed sweep resumes. --logits keeps each run's
 val and test logits (plain and shifted) for ensemble frontiers. Training minutes are the epochs' wall
 time; they are only comparable when nothing else ran beside the sweep. --combine chooses an ensemble
-of saved seed-0 runs on val as the ensemble stage does and prints its val and test accuracy, with the
-training minutes the members would take at the per-epoch rate of the committed run (plots/train/).
+of saved runs of each seed on val as the ensemble stage does (params.yaml's ensemble: section) and prints
+its rule, val and test accuracy, with the training minutes the members would take at the per-epoch rate
+of the committed run (plots/train/), and the mean and standard deviation over the seeds.
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ import torch
 
 from mnist_pipeline.cli import load_checked_params, run
 from mnist_pipeline.data import load_raw, split_train_val
-from mnist_pipeline.ensembling import caruana_selection, combine
+from mnist_pipeline.ensembling import choose_ensemble, combine
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.files import save_torch
 from mnist_pipeline.inference import predict_modes, score
 from mnist_pipeline.models import MODELS
-from mnist_pipeline.params import model_params, model_seed, preprocess_params, revise, train_params
+from mnist_pipeline.params import (
+    ensemble_params,
+    model_params,
+    model_seed,
+    preprocess_params,
+    revise,
+    train_params,
+)
 from mnist_pipeline.runtime import Runtime, setup_process
 from mnist_pipeline.training import train_recipe
 
@@ -62,15 +71,16 @@ def parse_runs(specs: list[str], models: list[str]) -> list[tuple[str, int]]:
 
 
 def combine_runs(
-    runs: list[tuple[str, int]], logits_dir: Path, val_labels: torch.Tensor, rounds: int
+    runs: list[tuple[str, int]], seed: int, logits_dir: Path, val_labels: torch.Tensor, config: dict
 ) -> dict:
-    """Caruana selection over saved runs, each in its val-chosen shift mode; the chosen ensemble's scores."""
+    """The ensemble stage's choice over saved runs of one seed, each in its val-chosen shift mode."""
     val, test = {}, {}
     for name, epochs in runs:
-        path = logits_dir / f"{name}-e{epochs}-s0.pt"
+        path = logits_dir / f"{name}-e{epochs}-s{seed}.pt"
         if not path.is_file():
             raise PipelineError(
-                f"{path} not found (fix: run the sweep with --runs {name}:{epochs} --logits {logits_dir})"
+                f"{path} not found (fix: run the sweep with --runs {name}:{epochs} --seeds {seed} "
+                f"--logits {logits_dir})"
             )
         saved = torch.load(path, weights_only=True)
         plain, shifted = score(saved["val_plain"], val_labels), score(saved["val_shifted"], val_labels)
@@ -81,17 +91,25 @@ def combine_runs(
         )
         key = f"{name}:{epochs}"
         val[key], test[key] = saved[f"val_{mode}"], saved[f"test_{mode}"]
-    chosen = caruana_selection(val, val_labels, rounds)
+    params = ensemble_params(config)
+    choice = choose_ensemble(val, val_labels, params.rounds, params.within_errors)
+    chosen, other = choice.chosen, choice.other
     return {
+        "rule": chosen.rule,
         "weights": chosen.weights,
         "val": chosen.val_accuracy,
         "test_logits": combine(test, chosen.weights, chosen.temperatures),
+        "other": f"{other.rule} of {', '.join(other.weights)}: val {other.val_accuracy:.4f}",
     }
 
 
-def epoch_seconds(name: str) -> float:
-    """Mean seconds per epoch of the model in the committed run (plots/train/<name>.csv)."""
-    return float(pd.read_csv(Path("plots/train") / f"{name}.csv")["seconds"].mean())
+def epoch_seconds(name: str, config: dict) -> float:
+    """Mean seconds per epoch of the model in the committed run (plots/train/<name>.csv); a model the
+    run did not train (a new seed of bnnet) takes its architecture's rate."""
+    path = Path("plots/train") / f"{name}.csv"
+    if not path.is_file():
+        path = path.with_name(f"{config['models'][name]['arch']}.csv")
+    return float(pd.read_csv(path)["seconds"].mean())
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,13 +121,12 @@ def parse_args() -> argparse.Namespace:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--runs", nargs="+", help="model or model:epochs,epochs,...")
     which.add_argument(
-        "--combine", nargs="+", help="model:epochs of saved seed-0 runs to choose an ensemble from"
+        "--combine", nargs="+", help="model:epochs of saved runs (of each --seeds) to choose an ensemble from"
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="values of the top-level seed")
     parser.add_argument("--params", default="params.yaml", help="params file with the recipes")
     parser.add_argument("--mnist", type=Path, default=Path("data/raw"), help="download stage output")
     parser.add_argument("--out", type=Path, help="CSV to append a row per run to (--runs)")
-    parser.add_argument("--rounds", type=int, default=20, help="Caruana rounds (--combine)")
     parser.add_argument("--logits", type=Path, help="folder for <model>-e<epochs>-s<seed>.pt logits")
     args = parser.parse_args()
     if args.combine and args.logits is None:
@@ -120,19 +137,24 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_combine(args: argparse.Namespace, config: dict, mnist: dict[str, tuple]) -> None:
-    """--combine: an ensemble of saved seed-0 runs chosen on val; its val and test accuracy."""
+    """--combine: for each seed, the ensemble of its saved runs chosen on val; then the mean over seeds."""
     runs = parse_runs(args.combine, list(config["models"]))
     split = preprocess_params(config)
-    images, labels = mnist["train"]
-    _, val_labels = split_train_val(images, labels, split.val_size, split.train_limit, 0)["val"]
-    result = combine_runs(runs, args.logits, val_labels, args.rounds)
-    test = (result["test_logits"].argmax(1) == mnist["test"][1]).float().mean().item()
-    minutes = sum(epochs * epoch_seconds(name) for name, epochs in runs) / 60
-    weights = ", ".join(f"{key} {w:.2f}" for key, w in result["weights"].items())
-    print(
-        f"{' '.join(args.combine)}: {minutes:.1f} training min; "
-        f"val {result['val']:.4f}, test {test:.4f}; {weights}"
-    )
+    minutes = sum(epochs * epoch_seconds(name, config) for name, epochs in runs) / 60
+    tests = []
+    for seed in args.seeds:
+        _, val_labels = split_train_val(*mnist["train"], split.val_size, split.train_limit, seed)["val"]
+        result = combine_runs(runs, seed, args.logits, val_labels, config)
+        tests.append((result["test_logits"].argmax(1) == mnist["test"][1]).float().mean().item())
+        weights = ", ".join(f"{key} {w:.2f}" for key, w in result["weights"].items())
+        print(
+            f"seed {seed}: {' '.join(args.combine)}: {minutes:.1f} training min; {result['rule']}: "
+            f"val {result['val']:.4f}, test {tests[-1]:.4f}; {weights} (not chosen: {result['other']})",
+            flush=True,
+        )
+    if len(tests) > 1:
+        accuracy = torch.tensor(tests, dtype=torch.float64)
+        print(f"test over seeds {args.seeds}: mean {accuracy.mean():.4%} ± {accuracy.std():.4%} (sample std)")
 
 
 def sweep_row(name: str, epochs: int, seed: int, minutes: float, trained, logits: dict, labels: dict) -> dict:

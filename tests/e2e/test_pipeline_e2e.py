@@ -103,6 +103,12 @@ def test_the_ensemble_is_chosen_on_val_and_each_model_scored_as_its_file_says(te
     assert metrics["candidates"] == sorted(models)
     best = max(json.loads((template / "metrics" / f"{m}.json").read_text())["val_accuracy"] for m in models)
     assert metrics["best_member_val_accuracy"] == best <= metrics["val_accuracy"]
+    # the rule used has no more val errors than the other, and a tie goes to the equal average
+    ours, theirs = metrics["val_errors"], metrics["alternative"]["val_errors"]
+    rules = {metrics["rule"], metrics["alternative"]["rule"]}
+    assert ours <= theirs and rules == {"caruana", "near-best average"}
+    assert (metrics["rule"] == "near-best average") == (ours == theirs)
+    assert metrics["why"].startswith(f"{ours} val errors against {theirs}") and chosen["why"]
     assert chosen["rounds"][0] == {
         "added": metrics["best_member"],
         "val_accuracy": best,

@@ -12,12 +12,15 @@ import torch.nn.functional as F
 
 from mnist_pipeline.ensembling import (
     ENSEMBLE_FORMAT,
+    Choice,
     EnsembleFile,
     EnsembleFileError,
     Selection,
     caruana_selection,
+    choose_ensemble,
     combine,
     fit_temperature,
+    near_best_average,
 )
 
 
@@ -101,6 +104,60 @@ def test_equal_accuracy_is_decided_by_the_calibrated_loss() -> None:
     assert chosen.best_member == "b_sure"
 
 
+def wrong_on(wrong: list[int], images: int = 40, guess: int = 1) -> torch.Tensor:
+    """Logits for `images` images of digit 0 that predict `guess` on the images in `wrong`."""
+    return votes([guess if i in wrong else 0 for i in range(images)])
+
+
+def test_the_average_takes_every_model_within_k_val_errors_of_the_best() -> None:
+    labels = torch.zeros(40, dtype=torch.long)
+    candidates = {
+        "best": wrong_on([0, 1]),  # 2 errors
+        "near": wrong_on([2, 3, 4]),  # 3: one behind
+        "edge": wrong_on([5, 6, 7, 8]),  # 4: two behind
+        "far": wrong_on([9, 10, 11, 12, 13]),  # 5: three behind
+    }
+    chosen = near_best_average(candidates, labels, within_errors=2)
+    assert chosen.rule == "near-best average" and chosen.best_member == "best"
+    assert chosen.weights == {"best": 0.333333, "edge": 0.333333, "near": 0.333333}
+    assert chosen.val_accuracy == pytest.approx(1.0)  # no image is wrong in two of them
+    assert chosen.best_member_val_accuracy == pytest.approx(38 / 40) and chosen.rounds == []
+    assert near_best_average(candidates, labels, within_errors=0).weights == {"best": 1.0}
+    assert set(near_best_average(candidates, labels, within_errors=3).weights) == set(candidates)
+
+
+def test_the_average_is_used_unless_caruana_gets_strictly_more_val_images_right() -> None:
+    labels = torch.zeros(40, dtype=torch.long)
+    # three near-equal models wrong on different images: their average is right everywhere, and so is
+    # Caruana's search, which stops at the first ensemble that gets every image right
+    candidates = {"a": wrong_on([0, 1]), "b": wrong_on([2, 3, 4]), "c": wrong_on([5, 6, 7])}
+    tie = choose_ensemble(candidates, labels, rounds=5, within_errors=2)
+    assert tie.chosen.rule == "near-best average" and tie.other.rule == "caruana"
+    assert set(tie.chosen.weights) == {"a", "b", "c"} and tie.chosen.val_errors(40) == 0
+    assert tie.reason(40) == "0 val errors against 0; a tie goes to the average"
+    assert tie.why == (
+        "the equal average of the models within 2 val errors of the best tied Caruana's weights on val "
+        "(0 errors against 0 of 40); a tie goes to the average, which val did not tune"
+    )
+    # "a" alone is the average at k=0 (2 errors); Caruana adds b and c and gets all 40 right
+    beaten = choose_ensemble(candidates, labels, rounds=5, within_errors=0)
+    assert beaten.chosen.rule == "caruana" and beaten.other.weights == {"a": 1.0}
+    assert beaten.reason(40) == "0 val errors against 2"
+    assert beaten.why == (
+        "Caruana's weights got more val images right than the equal average of the near-best models "
+        "(0 errors against 2 of 40)"
+    )
+
+
+def test_the_chosen_ensemble_is_never_below_the_best_model_on_val() -> None:
+    labels = torch.zeros(40, dtype=torch.long)
+    # b and c are wrong on the same images: with a, their average is wrong where they are (2 of 3 votes)
+    candidates = {"a": wrong_on([0]), "b": wrong_on([1, 2]), "c": wrong_on([1, 2])}
+    choice = choose_ensemble(candidates, labels, rounds=4, within_errors=1)
+    assert choice.other.val_errors(40) == 2 > 1  # the average: worse than a alone
+    assert choice.chosen.rule == "caruana" and choice.chosen.val_errors(40) <= 1
+
+
 def test_combine_is_the_weighted_mean_of_the_calibrated_probabilities() -> None:
     a, b = torch.randn(4, 10), torch.randn(4, 10)
     got = combine(
@@ -178,8 +235,8 @@ def test_ensemble_log_probabilities_are_floored_at_1e_12() -> None:
     assert torch.equal(combined[0, 1:], torch.full((9,), math.log(1e-12)).float())
 
 
-def chosen() -> Selection:
-    return Selection(
+def choice() -> Choice:
+    caruana = Selection(
         weights={"b": 0.75, "a": 0.25},
         temperatures={"a": 1.23456, "b": 0.5, "c": 2.0},
         val_accuracy=0.9912345678,
@@ -190,16 +247,32 @@ def chosen() -> Selection:
             {"added": "a", "val_accuracy": 0.9912345678, "val_loss": 0.0312345678},
         ],
     )
+    average = Selection(
+        weights={"a": 0.5, "b": 0.5},
+        temperatures=caruana.temperatures,
+        val_accuracy=0.9812345678,
+        val_loss=0.04,
+        best_member="b",
+        rule="near-best average",
+    )
+    return Choice(chosen=caruana, other=average, why="because")
 
 
-def test_an_ensemble_file_records_the_selection_and_reads_back(tmp_path: Path) -> None:
-    record = EnsembleFile.from_selection(chosen(), rounds=20)
+def test_an_ensemble_file_records_the_choice_and_reads_back(tmp_path: Path) -> None:
+    record = EnsembleFile.from_choice(choice(), rounds=20, within_errors=3)
     assert record == EnsembleFile(
         members={"b": 0.75, "a": 0.25},
         temperatures={"b": 0.5, "a": 1.23456},  # the members' only, in their order
         val_accuracy=0.991235,
         rule="Caruana selection with replacement on val (20 rounds) from the best model: val accuracy, "
         "ties by the cross-entropy of the temperature-calibrated average",
+        why="because",
+        alternative={
+            "rule": "equal-weight average of the temperature-calibrated models within 3 val errors of the "
+            "best (b)",
+            "members": {"a": 0.5, "b": 0.5},
+            "val_accuracy": 0.981235,
+        },
         rounds=[
             {"added": "b", "val_accuracy": 0.981235, "val_loss": 0.041235},
             {"added": "a", "val_accuracy": 0.991235, "val_loss": 0.031235},
@@ -208,10 +281,23 @@ def test_an_ensemble_file_records_the_selection_and_reads_back(tmp_path: Path) -
     record.save(tmp_path / "ensemble.json")
     text = (tmp_path / "ensemble.json").read_text()
     saved = json.loads(text)
-    assert list(saved) == ["format", "members", "temperatures", "val_accuracy", "rule", "rounds"]
-    assert saved["format"] == ENSEMBLE_FORMAT == "mnist-pipeline-ensemble/1"
+    assert list(saved) == [
+        "format", "members", "temperatures", "val_accuracy", "rule", "why", "alternative", "rounds"
+    ]  # fmt: skip
+    assert saved["format"] == ENSEMBLE_FORMAT == "mnist-pipeline-ensemble/2"
     assert text == json.dumps(saved, indent=2) + "\n"
     assert EnsembleFile.load(tmp_path / "ensemble.json") == record
+
+
+def test_an_average_keeps_caruanas_search_for_the_record() -> None:
+    picked = choice()
+    swapped = Choice(chosen=picked.other, other=picked.chosen, why="tie")
+    record = EnsembleFile.from_choice(swapped, rounds=20, within_errors=3)
+    assert record.members == {"a": 0.5, "b": 0.5} and record.rule.startswith("equal-weight average")
+    assert record.alternative["rule"].startswith("Caruana") and [r["added"] for r in record.rounds] == [
+        "b",
+        "a",
+    ]
 
 
 RECORD = {
@@ -219,6 +305,8 @@ RECORD = {
     "temperatures": {"a": 1.0},
     "val_accuracy": 0.9,
     "rule": "r",
+    "why": "w",
+    "alternative": {},
     "rounds": [],
 }
 RERUN = "(fix: rerun the ensemble stage with `dvc repro -f ensemble`)"

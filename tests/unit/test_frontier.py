@@ -95,14 +95,16 @@ def test_accuracies_lose_only_their_float32_noise() -> None:
             assert abs(kept - accuracy) < 1e-7 and round(kept * images, 6).is_integer(), (column, accuracy)
 
 
-def test_combine_chooses_on_the_saved_val_logits(
+def test_combine_chooses_on_the_saved_val_logits_of_each_seed(
     tiny_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     params, logits = tiny_params(tmp_path), tmp_path / "logits"
+    config = yaml.safe_load(params.read_text())
+    config["models"]["cnn2_s1"] = config["models"]["cnn2"] | {"seed_offset": 1}  # no history of its own
+    params.write_text(yaml.safe_dump(config))
     common = ["--params", str(params), "--mnist", str(tiny_raw), "--logits", str(logits)]
-    monkeypatch.setattr(
-        sys, "argv", ["frontier", "--runs", "mlp", "cnn2", "--out", str(tmp_path / "f.csv"), *common]
-    )
+    runs = ["--runs", "mlp", "cnn2", "cnn2_s1", "--seeds", "0", "1", "--out", str(tmp_path / "f.csv")]
+    monkeypatch.setattr(sys, "argv", ["frontier", *runs, *common])
     run(frontier.main)
     capsys.readouterr()
     history = tmp_path / "plots" / "train"
@@ -112,10 +114,18 @@ def test_combine_chooses_on_the_saved_val_logits(
             history / f"{name}.csv"
         )
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["frontier", "--combine", "mlp:1", "cnn2:1", *common])
+    combine = ["--combine", "mlp:1", "cnn2:1", "cnn2_s1:1", "--seeds", "0", "1"]
+    monkeypatch.setattr(sys, "argv", ["frontier", *combine, *common])
     run(frontier.main)
-    out = capsys.readouterr().out
-    assert out.startswith("mlp:1 cnn2:1: 0.6 training min; val ")  # 1 x 3 s + 1 x 30 s per epoch
+    lines = capsys.readouterr().out.splitlines()
+    # 1 x 3 s + 2 x 30 s per epoch: cnn2_s1 at cnn2's rate
+    assert [line.split(" training min; ")[0] for line in lines[:2]] == [
+        f"seed {seed}: mlp:1 cnn2:1 cnn2_s1:1: 1.1" for seed in (0, 1)
+    ]
+    assert all(re.search(r"; (caruana|near-best average): val ", line) for line in lines[:2]), lines
+    tests = [float(re.search(r"test (\d\.\d+)", line)[1]) for line in lines[:2]]
+    mean = re.fullmatch(r"test over seeds \[0, 1\]: mean (\S+)% ± (\S+)% \(sample std\)", lines[2])
+    assert float(mean[1]) == pytest.approx(100 * sum(tests) / 2, abs=1e-3)
 
 
 def test_bad_runs_and_a_missing_run_name_the_fix(tiny_raw: Path, tmp_path: Path) -> None:
@@ -124,8 +134,10 @@ def test_bad_runs_and_a_missing_run_name_the_fix(tiny_raw: Path, tmp_path: Path)
     with pytest.raises(PipelineError, match=r"epochs must be integers \(fix: write them as mlp:4,6\)"):
         frontier.parse_runs(["mlp:four"], ["mlp", "cnn2"])
     assert frontier.parse_runs(["mlp:2,4", "cnn2"], ["mlp", "cnn2"]) == [("mlp", 2), ("mlp", 4), ("cnn2", 0)]
-    with pytest.raises(PipelineError, match=r"mlp-e9-s0.pt not found \(fix: run the sweep with --runs mlp:9"):
-        frontier.combine_runs([("mlp", 9)], tmp_path, torch.zeros(3, dtype=torch.long), 5)
+    with pytest.raises(
+        PipelineError, match=r"mlp-e9-s0.pt not found \(fix: run the sweep with --runs mlp:9 --seeds 0"
+    ):
+        frontier.combine_runs([("mlp", 9)], 0, tmp_path, torch.zeros(3, dtype=torch.long), {})
 
 
 @pytest.mark.parametrize(

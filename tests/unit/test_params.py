@@ -63,7 +63,7 @@ def test_committed_sections_load(raw: dict) -> None:
     assert preprocess_params(raw) == PreprocessParams(val_size=5000, train_limit=0)
     assert train_params(raw) == TrainParams(device="auto", threads=2, eval_batch_size=250)
     assert evaluate_params(raw) == EvaluateParams(batch_size=250)
-    assert ensemble_params(raw) == EnsembleParams(rounds=20)
+    assert ensemble_params(raw) == EnsembleParams(rounds=20, within_errors=6)
     assert plot_params(raw) == PlotParams(dpi=100, normalize_confusion=False)
     assert guard_params(raw) == GuardParams(max_accuracy_drop_pp=0.2)
     assert model_names(raw) == list(raw["models"])  # in params.yaml's order
@@ -393,6 +393,13 @@ BOUNDS = [
     ("train", "eval_batch_size", 1, 0, "train.eval_batch_size = 0 must be >= 1"),
     ("evaluate", "batch_size", 1, 0, "evaluate.batch_size = 0 must be >= 1"),
     ("ensemble", "rounds", 0, -1, "ensemble.rounds = -1 must be >= 0 (0 keeps the best model alone)"),
+    (
+        "ensemble",
+        "within_errors",
+        0,
+        -1,
+        "ensemble.within_errors = -1 must be >= 0 (0 averages the best model's ties)",
+    ),
     ("plot", "dpi", 10, 9, "plot.dpi = 9 must be >= 10"),
     ("guard", "max_accuracy_drop_pp", 0, -0.1, "guard.max_accuracy_drop_pp = -0.1 must be >= 0"),
 ]
@@ -580,32 +587,36 @@ def test_stage_stops_before_any_work_with_one_line(raw: dict, tmp_path: Path, st
     assert not out.exists()
 
 
-def test_a_model_may_set_its_own_seed_and_others_take_the_top_level_one(raw: dict) -> None:
+def test_a_model_seed_offset_moves_with_the_top_level_seed(raw: dict) -> None:
     from mnist_pipeline.params import model_seed
 
     raw["seed"] = 3
-    raw["models"]["bnnet_s1"] = {**raw["models"]["bnnet"], "seed": 1}
+    raw["models"]["bnnet_s1"] = {**raw["models"]["bnnet"], "seed_offset": 1}
     check_params(raw, MODELS)
-    assert (model_seed(raw, "bnnet_s1"), model_seed(raw, "bnnet")) == (1, 3)
-    # the seed is not part of the recipe, which model files and resume fingerprints record
+    assert (model_seed(raw, "bnnet_s1"), model_seed(raw, "bnnet")) == (4, 3)
+    raw["seed"] = 4  # `-S seed=4` moves every model, and bnnet_s1 never trains bnnet's weights
+    assert (model_seed(raw, "bnnet_s1"), model_seed(raw, "bnnet")) == (5, 4)
+    # the offset is not part of the recipe; model files and resume fingerprints record the seed
     assert model_params(raw, "bnnet_s1", MODELS) == model_params(raw, "bnnet", MODELS)
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (-1, "models.lenet.seed = -1 must be >= 0"),
-        (1.5, "models.lenet.seed = 1.5 is a float; it must be a int"),
+        (-1, "models.lenet.seed_offset = -1 must be >= 0"),
+        (1.5, "models.lenet.seed_offset = 1.5 is a float; it must be a int"),
     ],
 )
-def test_a_bad_model_seed_is_refused_with_the_recipe(raw: dict, value: object, message: str) -> None:
-    raw["models"]["lenet"]["seed"] = value
+def test_a_bad_seed_offset_is_refused_with_the_recipe(raw: dict, value: object, message: str) -> None:
+    raw["models"]["lenet"]["seed_offset"] = value
     assert error_of(raw) == message
 
 
-def test_a_misspelt_model_seed_suggests_seed(raw: dict) -> None:
-    raw["models"]["lenet"]["sed"] = 1
-    assert error_of(raw).startswith("unknown key models.lenet.sed (did you mean models.lenet.seed?)")
+def test_a_misspelt_seed_offset_suggests_seed_offset(raw: dict) -> None:
+    raw["models"]["lenet"]["seed_ofset"] = 1
+    assert error_of(raw).startswith(
+        "unknown key models.lenet.seed_ofset (did you mean models.lenet.seed_offset?)"
+    )
 
 
 def test_a_revised_recipe_is_checked_again(raw: dict) -> None:

@@ -327,6 +327,8 @@ def ensemble_dir(tmp_path: Path) -> Path:
         temperatures={"lenet": 2.0, "mlp": 0.5},
         val_accuracy=0.5,
         rule="chosen by the test",
+        why="a test needs it",
+        alternative={},
         rounds=[],
     ).save(root / "models" / "ensemble.json")
     for seed, (name, mean, std) in enumerate([("lenet", 0.5, 0.5), ("mlp", 0.1307, 0.3081), ("cnn2", 0, 1)]):
@@ -437,11 +439,16 @@ def test_ensemble_names_a_missing_member_and_the_fix(
         (
             '{"members": {"lenet": 1.0}, "temperatures": {"lenet": 1.0}}',
             "models/ensemble.json is a file from before ensemble files had a format; this version reads "
-            "mnist-pipeline-ensemble/1 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
+            "mnist-pipeline-ensemble/2 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
         ),
         (
-            '{"format": "mnist-pipeline-ensemble/1", "members": {}, "temperatures": {}}',
-            "models/ensemble.json lacks or mistypes val_accuracy, rule, rounds (fix: rerun",
+            '{"format": "mnist-pipeline-ensemble/1", "members": {"lenet": 1.0}}',
+            "models/ensemble.json is a mnist-pipeline-ensemble/1 file; this version reads "
+            "mnist-pipeline-ensemble/2 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
+        ),
+        (
+            '{"format": "mnist-pipeline-ensemble/2", "members": {}, "temperatures": {}}',
+            "models/ensemble.json lacks or mistypes val_accuracy, rule, why, alternative, rounds (fix: rerun",
         ),
     ],
 )

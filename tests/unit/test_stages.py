@@ -264,7 +264,7 @@ def edited(path: str, value: object) -> dict:
         ("models.lenet.epochs", 3),
         ("models.lenet.bf16", True),
         ("seed", 7),
-        ("models.lenet.seed", 1),  # its own seed
+        ("models.lenet.seed_offset", 1),  # its own seed
         ("train.threads", 1),
         ("train.eval_batch_size", 500),
     ],
@@ -280,7 +280,7 @@ def test_resume_fingerprint_changes_with_what_changes_the_run(train_stage, path:
     ("path", "value"),
     [
         ("models.cnn2.lr", 0.0123),
-        ("models.cnn2.seed", 5),
+        ("models.cnn2.seed_offset", 5),
         ("evaluate.batch_size", 10),
         ("plot.dpi", 50),
         ("preprocess.val_size", 100),

@@ -62,6 +62,11 @@ def project(tmp_path: Path) -> Path:
     return tmp_path / "project"
 
 
+def shown_by_dvc(value: object) -> str:
+    """A metric as `dvc exp show` prints it: floats to 5 significant digits (its default precision)."""
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
 def test_make_exps_fits_a_terminal_on_the_committed_results(project: Path) -> None:
     # the keys come from the project's own summary.json, whichever headline numbers it holds
     summary = json.loads((project / "metrics" / "summary.json").read_text())
@@ -71,11 +76,11 @@ def test_make_exps_fits_a_terminal_on_the_committed_results(project: Path) -> No
     header, rows = markdown_table(shown.stdout)
     # no params differ between workspace and main: only each model's test accuracy
     assert header == ["Experiment", *(f"{name}.acc" for name in summary)]
-    assert rows["workspace"] == rows["main"] == [str(numbers["acc"]) for numbers in summary.values()]
+    assert rows["workspace"] == rows["main"] == [shown_by_dvc(numbers["acc"]) for numbers in summary.values()]
 
     one = make(project, "exps", "MODEL=lenet")
     assert one.returncode == 0, one.stderr
     assert width(one.stdout) <= MAX_WIDTH, one.stdout
     header, rows = markdown_table(one.stdout)
     assert header == ["Experiment", *(f"lenet.{key}" for key in summary["lenet"])]
-    assert rows["main"] == [str(value) for value in summary["lenet"].values()]
+    assert rows["main"] == [shown_by_dvc(value) for value in summary["lenet"].values()]
