@@ -88,8 +88,13 @@ class Selection:
     best_member_val_accuracy: float = 0.0
 
     def val_errors(self, images: int) -> int:
-        """Val images the ensemble gets wrong (its accuracy is a count of images)."""
-        return round((1 - self.val_accuracy) * images)
+        """Val images the ensemble gets wrong."""
+        return errors_of(self.val_accuracy, images)
+
+
+def errors_of(accuracy: float, images: int) -> int:
+    """Images wrong at this accuracy over `images` (an accuracy is a count of images, up to float noise)."""
+    return round((1 - accuracy) * images)
 
 
 def _best_single(
@@ -116,8 +121,8 @@ def near_best_average(
     probs = {name: calibrated_probs(val_logits[name], temperatures[name]) for name in sorted(val_logits)}
     best, singles = _best_single(probs, val_labels)
     images = len(val_labels)
-    limit = round((1 - singles[best][0]) * images) + within_errors
-    members = [name for name in probs if round((1 - singles[name][0]) * images) <= limit]
+    limit = errors_of(singles[best][0], images) + within_errors
+    members = [name for name in probs if errors_of(singles[name][0], images) <= limit]
     weights = {name: round(1 / len(members), 6) for name in members}
     accuracy, loss = _score(weighted_log_probs(probs, dict.fromkeys(members, 1 / len(members))), val_labels)
     return Selection(
