@@ -118,7 +118,7 @@ check-lock: $(STAMP) ##team fail when dvc.yaml or dvc.lock does not describe the
 # too: dvc's own table is cut to the terminal's width, and to 80 columns in a pipe or a CI log, losing the
 # last columns. The params come first (after the Experiment and State columns), then the metrics.
 EXPS_COLUMNS := $(if $(filter file,$(origin MODEL)),.*\.acc$$,$(MODEL)\.)
-EXPS_DROP := ^(Created|Executor|metrics|plots/|data/|models/|stages/|src/)|.*\.(acc|loss|worst_digit|worst_acc|train_s)$$|^(members|temperatures|alternative)\.|^(val_loss|best_member|best_member_val_accuracy|candidates|rule|why|val_errors)$$
+EXPS_DROP := ^(Created|Executor|metrics|plots/|data/|models/|stages/|src/)|.*\.(acc|loss|worst_digit|worst_acc|train_s)$$|^(members|temperatures|alternative)\.|^(val_loss|best_member|best_member_val_accuracy|candidates|rule|why|val_errors|cv_val_errors)$$
 # Moves the columns of a Markdown table whose names match the regex in METRICS after the others, each side in
 # its order: Experiment and State (which dvc puts before the metrics) stay first. Cells are padded to their
 # column's width, so the table stays aligned.

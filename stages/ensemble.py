@@ -1,4 +1,5 @@
-"""Stage ensemble: members and weights chosen on val (near-best average or Caruana), scored on test once."""
+"""Stage ensemble: members and weights chosen on val (near-best average or Caruana, whichever makes fewer
+out-of-fold val errors), scored on test once."""
 
 import argparse
 from pathlib import Path
@@ -51,11 +52,13 @@ def ensemble_metrics(
         rule=chosen.rule,
         why=choice.reason(images),  # the sentence is in models/ensemble.json
         val_errors=chosen.val_errors(images),
+        cv_val_errors=choice.cv_errors[chosen.rule],  # out of fold: what the rules were compared on
         alternative={
             "rule": choice.other.rule,
             "members": record.alternative["members"],
             "val_accuracy": record.alternative["val_accuracy"],
             "val_errors": choice.other.val_errors(images),
+            "cv_val_errors": choice.cv_errors[choice.other.rule],
         },
         best_member=chosen.best_member,
         best_member_val_accuracy=round(chosen.best_member_val_accuracy, 6),
@@ -79,7 +82,11 @@ def main() -> None:
     _, val_labels = load_split(args.val)
     _, test_labels = load_split(args.test)
     choice = choose_ensemble(
-        {name: both["val"] for name, both in logits.items()}, val_labels, params.rounds, params.within_errors
+        {name: both["val"] for name, both in logits.items()},
+        val_labels,
+        params.rounds,
+        params.within_errors,
+        params.folds,
     )
     chosen = choice.chosen
     combined = combine(

@@ -95,6 +95,7 @@ class EvaluateParams:
 class EnsembleParams:
     rounds: int  # Caruana selection rounds: members added with replacement after the best single model
     within_errors: int  # models this many val errors or fewer behind the best enter the equal average
+    folds: int  # val folds the two rules are compared on, each fitted on the others
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,6 +351,10 @@ def ensemble_params(config: dict[str, Any]) -> EnsembleParams:
     _require(
         params.within_errors >= 0,
         f"ensemble.within_errors = {params.within_errors} must be >= 0 (0 averages the best model's ties)",
+    )
+    _require(
+        params.folds >= 2,
+        f"ensemble.folds = {params.folds} must be >= 2 (each rule is fitted on the other folds; 5 is usual)",
     )
     return params
 

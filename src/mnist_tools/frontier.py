@@ -92,12 +92,13 @@ def combine_runs(
         key = f"{name}:{epochs}"
         val[key], test[key] = saved[f"val_{mode}"], saved[f"test_{mode}"]
     params = ensemble_params(config)
-    choice = choose_ensemble(val, val_labels, params.rounds, params.within_errors)
+    choice = choose_ensemble(val, val_labels, params.rounds, params.within_errors, params.folds)
     chosen, other = choice.chosen, choice.other
     return {
         "rule": chosen.rule,
         "weights": chosen.weights,
         "val": chosen.val_accuracy,
+        "why": choice.reason(len(val_labels)),
         "test_logits": combine(test, chosen.weights, chosen.temperatures),
         "other": f"{other.rule} of {', '.join(other.weights)}: val {other.val_accuracy:.4f}",
     }
@@ -149,7 +150,8 @@ def run_combine(args: argparse.Namespace, config: dict, mnist: dict[str, tuple])
         weights = ", ".join(f"{key} {w:.2f}" for key, w in result["weights"].items())
         print(
             f"seed {seed}: {' '.join(args.combine)}: {minutes:.1f} training min; {result['rule']}: "
-            f"val {result['val']:.4f}, test {tests[-1]:.4f}; {weights} (not chosen: {result['other']})",
+            f"val {result['val']:.4f}, test {tests[-1]:.4f}; {weights} ({result['why']}; not chosen: "
+            f"{result['other']})",
             flush=True,
         )
     if len(tests) > 1:

@@ -19,6 +19,7 @@ from mnist_pipeline.ensembling import (
     caruana_selection,
     choose_ensemble,
     combine,
+    cross_validated_errors,
     fit_temperature,
     near_best_average,
 )
@@ -126,34 +127,67 @@ def test_the_average_takes_every_model_within_k_val_errors_of_the_best() -> None
     assert set(near_best_average(candidates, labels, within_errors=3).weights) == set(candidates)
 
 
-def test_the_average_is_used_unless_caruana_gets_strictly_more_val_images_right() -> None:
+def test_the_average_is_used_unless_caruana_makes_fewer_out_of_fold_errors() -> None:
     labels = torch.zeros(40, dtype=torch.long)
-    # three near-equal models wrong on different images: their average is right everywhere, and so is
-    # Caruana's search, which stops at the first ensemble that gets every image right
+    # three near-equal models wrong on different images: on the whole of val, their average and Caruana's
+    # search are right everywhere. a's two errors fall in one fold; fitted without them, a is perfect, so
+    # Caruana keeps it alone and misses both, and the average does too when it is all that is within k.
     candidates = {"a": wrong_on([0, 1]), "b": wrong_on([2, 3, 4]), "c": wrong_on([5, 6, 7])}
-    tie = choose_ensemble(candidates, labels, rounds=5, within_errors=2)
+    beat = choose_ensemble(candidates, labels, rounds=5, within_errors=3, folds=5)
+    assert beat.chosen.val_errors(40) == beat.other.val_errors(40) == 0  # in sample: a tie
+    assert beat.cv_errors == {"near-best average": 0, "caruana": 2}
+    assert beat.chosen.rule == "near-best average" and set(beat.chosen.weights) == {"a", "b", "c"}
+    assert beat.reason(40) == "0 out-of-fold val errors against 2"
+    tie = choose_ensemble(candidates, labels, rounds=5, within_errors=2, folds=5)
+    assert tie.cv_errors == {"near-best average": 2, "caruana": 2}
     assert tie.chosen.rule == "near-best average" and tie.other.rule == "caruana"
-    assert set(tie.chosen.weights) == {"a", "b", "c"} and tie.chosen.val_errors(40) == 0
-    assert tie.reason(40) == "0 val errors against 0; a tie goes to the average"
+    assert tie.reason(40) == "2 out-of-fold val errors against 2; a tie goes to the average"
     assert tie.why == (
         "the equal average of the models within 2 val errors of the best tied Caruana's weights on val "
-        "(0 errors against 0 of 40); a tie goes to the average, which val did not tune"
+        "images they were not fitted to (5-fold out-of-fold val errors: 2 against 2 of 40); a tie goes to "
+        "the average, which val did not tune"
     )
-    # "a" alone is the average at k=0 (2 errors); Caruana adds b and c and gets all 40 right
-    beaten = choose_ensemble(candidates, labels, rounds=5, within_errors=0)
+    # at k=0 the average is the fitted folds' best model alone, wrong where it is; Caruana adds the others
+    beaten = choose_ensemble(candidates, labels, rounds=5, within_errors=0, folds=5)
+    assert beaten.cv_errors == {"near-best average": 4, "caruana": 2}
     assert beaten.chosen.rule == "caruana" and beaten.other.weights == {"a": 1.0}
-    assert beaten.reason(40) == "0 val errors against 2"
+    assert beaten.reason(40) == "2 out-of-fold val errors against 4"
     assert beaten.why == (
-        "Caruana's weights got more val images right than the equal average of the near-best models "
-        "(0 errors against 2 of 40)"
+        "Caruana's weights made fewer mistakes on val images they were not fitted to than the equal "
+        "average of the near-best models (5-fold out-of-fold val errors: 2 against 4 of 40)"
     )
+
+
+def test_caruanas_gain_on_the_images_it_was_fitted_to_does_not_choose_it() -> None:
+    labels = torch.zeros(40, dtype=torch.long)
+    # "lucky" is right, and sure, on image 0 where "a" is wrong, and wrong, unsure, on images 12 and 30;
+    # elsewhere it is "a". Averaged with "a" it fixes image 0 and breaks nothing, so on the whole of val
+    # Caruana's a + lucky beats the average (a alone at k=0). But image 0 alone made lucky worth adding:
+    # fitted on the folds without it, Caruana keeps a alone and misses it, as the average does.
+    a = wrong_on([0, 1, 2, 3])
+    lucky = wrong_on([1, 2, 3])
+    lucky[0] = torch.tensor(logit_row({0: 6.0}))
+    lucky[[12, 30]] = torch.tensor(logit_row({1: 2.0}))
+    candidates = {"a": a, "lucky": lucky}
+    choice = choose_ensemble(candidates, labels, rounds=3, within_errors=0, folds=5)
+    assert choice.other.rule == "caruana" and choice.other.weights == {"a": 0.5, "lucky": 0.5}
+    assert choice.other.val_errors(40) == 3 < choice.chosen.val_errors(40) == 4  # in sample: Caruana
+    assert choice.cv_errors == {"near-best average": 4, "caruana": 4}  # out of fold: a tie
+    assert choice.chosen.rule == "near-best average" and choice.chosen.weights == {"a": 1.0}
+
+
+def test_out_of_fold_errors_count_each_val_image_once() -> None:
+    labels = torch.arange(50) % 10
+    candidates = {"a": votes((labels + (torch.arange(50) < 7)).remainder(10).tolist())}  # wrong on 7
+    errors = cross_validated_errors(candidates, labels, rounds=2, within_errors=0, folds=5)
+    assert errors == {"near-best average": 7, "caruana": 7}
 
 
 def test_the_chosen_ensemble_is_never_below_the_best_model_on_val() -> None:
     labels = torch.zeros(40, dtype=torch.long)
     # b and c are wrong on the same images: with a, their average is wrong where they are (2 of 3 votes)
     candidates = {"a": wrong_on([0]), "b": wrong_on([1, 2]), "c": wrong_on([1, 2])}
-    choice = choose_ensemble(candidates, labels, rounds=4, within_errors=1)
+    choice = choose_ensemble(candidates, labels, rounds=4, within_errors=1, folds=5)
     assert choice.other.val_errors(40) == 2 > 1  # the average: worse than a alone
     assert choice.chosen.rule == "caruana" and choice.chosen.val_errors(40) <= 1
 
@@ -255,7 +289,9 @@ def choice() -> Choice:
         best_member="b",
         rule="near-best average",
     )
-    return Choice(chosen=caruana, other=average, why="because")
+    return Choice(
+        chosen=caruana, other=average, why="because", cv_errors={"caruana": 20, "near-best average": 25}
+    )
 
 
 def test_an_ensemble_file_records_the_choice_and_reads_back(tmp_path: Path) -> None:
@@ -291,7 +327,7 @@ def test_an_ensemble_file_records_the_choice_and_reads_back(tmp_path: Path) -> N
 
 def test_an_average_keeps_caruanas_search_for_the_record() -> None:
     picked = choice()
-    swapped = Choice(chosen=picked.other, other=picked.chosen, why="tie")
+    swapped = Choice(chosen=picked.other, other=picked.chosen, why="tie", cv_errors=picked.cv_errors)
     record = EnsembleFile.from_choice(swapped, rounds=20, within_errors=3)
     assert record.members == {"a": 0.5, "b": 0.5} and record.rule.startswith("equal-weight average")
     assert record.alternative["rule"].startswith("Caruana") and [r["added"] for r in record.rounds] == [

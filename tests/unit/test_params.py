@@ -63,7 +63,7 @@ def test_committed_sections_load(raw: dict) -> None:
     assert preprocess_params(raw) == PreprocessParams(val_size=5000, train_limit=0)
     assert train_params(raw) == TrainParams(device="auto", threads=2, eval_batch_size=250)
     assert evaluate_params(raw) == EvaluateParams(batch_size=250)
-    assert ensemble_params(raw) == EnsembleParams(rounds=20, within_errors=6)
+    assert ensemble_params(raw) == EnsembleParams(rounds=20, within_errors=6, folds=5)
     assert plot_params(raw) == PlotParams(dpi=100, normalize_confusion=False)
     assert guard_params(raw) == GuardParams(max_accuracy_drop_pp=0.2)
     assert model_names(raw) == list(raw["models"])  # in params.yaml's order
@@ -399,6 +399,13 @@ BOUNDS = [
         0,
         -1,
         "ensemble.within_errors = -1 must be >= 0 (0 averages the best model's ties)",
+    ),
+    (
+        "ensemble",
+        "folds",
+        2,
+        1,
+        "ensemble.folds = 1 must be >= 2 (each rule is fitted on the other folds; 5 is usual)",
     ),
     ("plot", "dpi", 10, 9, "plot.dpi = 9 must be >= 10"),
     ("guard", "max_accuracy_drop_pp", 0, -0.1, "guard.max_accuracy_drop_pp = -0.1 must be >= 0"),
