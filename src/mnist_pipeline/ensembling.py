@@ -215,6 +215,13 @@ def cross_validated_errors(
     all 18 allocations of docs/frontier.md, by 2-6 errors. Out of fold, both rules meet images they never
     saw, as test's will be.
     """
+    classes, counts = val_labels.unique(return_counts=True)
+    fewest, digit = int(counts.min()), int(classes[counts.argmin()])
+    if folds > fewest:  # scikit-learn would only warn, and leave that digit out of some folds
+        raise PipelineError(
+            f"ensemble.folds = {folds} is more than val's {fewest} images of digit {digit}: each fold needs "
+            "every digit (fix: lower ensemble.folds, or raise preprocess.val_size)"
+        )
     # a fixed shuffle: the val split itself moves with the top-level seed
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     errors = {"near-best average": 0, "caruana": 0}

@@ -23,6 +23,7 @@ from mnist_pipeline.ensembling import (
     fit_temperature,
     near_best_average,
 )
+from mnist_pipeline.errors import PipelineError
 
 
 def logit_row(values: dict[int, float]) -> list[float]:
@@ -174,6 +175,17 @@ def test_caruanas_gain_on_the_images_it_was_fitted_to_does_not_choose_it() -> No
     assert choice.other.val_errors(40) == 3 < choice.chosen.val_errors(40) == 4  # in sample: Caruana
     assert choice.cv_errors == {"near-best average": 4, "caruana": 4}  # out of fold: a tie
     assert choice.chosen.rule == "near-best average" and choice.chosen.weights == {"a": 1.0}
+
+
+def test_more_folds_than_a_digits_val_images_is_one_line_naming_the_fix() -> None:
+    labels = torch.tensor([0] * 6 + [1] * 3)
+    with pytest.raises(PipelineError) as error:
+        cross_validated_errors({"a": votes(labels.tolist())}, labels, rounds=2, within_errors=0, folds=4)
+    assert str(error.value) == (
+        "ensemble.folds = 4 is more than val's 3 images of digit 1: each fold needs every digit (fix: lower "
+        "ensemble.folds, or raise preprocess.val_size)"
+    )
+    assert cross_validated_errors({"a": votes(labels.tolist())}, labels, 2, 0, folds=3)["caruana"] == 0
 
 
 def test_out_of_fold_errors_count_each_val_image_once() -> None:
