@@ -196,7 +196,7 @@ class Choice:
     chosen: Selection
     other: Selection
     why: str
-    cv_errors: dict[str, int] = field(default_factory=dict)  # rule → out-of-fold val errors
+    cv_errors: dict[str, int]  # rule → out-of-fold val errors
 
     def reason(self, images: int) -> str:
         """The why in a few words, for metrics/ensemble.json (which `dvc metrics diff` prints whole)."""
@@ -251,19 +251,21 @@ def choose_ensemble(
     average = near_best_average(val_logits, val_labels, within_errors, temperatures)
     caruana = caruana_selection(val_logits, val_labels, rounds, temperatures)
     errors = cross_validated_errors(val_logits, val_labels, rounds, within_errors, folds)
-    scores = f"{folds}-fold out-of-fold val errors: {{}} against {{}} of {len(val_labels):,}"
-    caruana_first = scores.format(errors["caruana"], errors["near-best average"])
-    if errors["caruana"] < errors["near-best average"]:
+    ours, theirs = errors["caruana"], errors["near-best average"]
+
+    def counts(first: int, second: int) -> str:
+        return f"{folds}-fold out-of-fold val errors: {first} against {second} of {len(val_labels):,}"
+
+    if ours < theirs:
         why = (
             "Caruana's weights made fewer mistakes on val images they were not fitted to than the equal "
-            f"average of the near-best models ({caruana_first})"
+            f"average of the near-best models ({counts(ours, theirs)})"
         )
         return Choice(chosen=caruana, other=average, why=why, cv_errors=errors)
     why = (
         f"the equal average of the models within {within_errors} val errors of the best "
-        f"{'tied' if errors['caruana'] == errors['near-best average'] else 'beat'} Caruana's weights on val "
-        f"images they were not fitted to ({scores.format(errors['near-best average'], errors['caruana'])}); "
-        "a tie goes to the average, which val did not tune"
+        f"{'tied' if ours == theirs else 'beat'} Caruana's weights on val images they were not fitted to "
+        f"({counts(theirs, ours)}); a tie goes to the average, which val did not tune"
     )
     return Choice(chosen=average, other=caruana, why=why, cv_errors=errors)
 
