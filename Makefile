@@ -158,8 +158,9 @@ frontier: $(STAMP) ##team accuracy against training minutes, as the train stage 
 	@test -n "$(RUNS)" || { echo 'error: name the runs: make frontier RUNS="bnnet:6,8 cnn2:2,4" SEEDS="0 1 2"' >&2; exit 2; }
 	python -m mnist_tools.frontier --runs $(RUNS) --seeds $(SEEDS) --out docs/frontier.csv --logits build/frontier/logits
 
-verify: $(STAMP) ## after `make repro`: every output against HEAD's dvc.lock, reproduced or differing (wall-clock outputs apart)
-	python -m mnist_tools.verify
+REV ?= main
+verify: $(STAMP) ## hash every output now against main's dvc.lock (REV=...): matches, differs (with the repair) or missing
+	python -m mnist_tools.verify --rev $(REV)
 
 mutation: $(STAMP) ##team mutmut over the pipeline core with the unit tests: killed share per module, fails under 90%
 	python -m mnist_tools.mutation

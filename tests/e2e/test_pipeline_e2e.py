@@ -177,38 +177,45 @@ def test_forced_rerun_is_byte_identical(repo: Path) -> None:
     )
 
 
-def test_verify_reports_a_reproduced_run_and_fails_on_a_differing_model(repo: Path) -> None:
-    # the smoke run is committed: a forced rerun of two models must reproduce HEAD's dvc.lock
+def test_verify_hashes_a_rerun_against_the_commit_and_fails_on_a_differing_model(repo: Path) -> None:
+    # the smoke run is committed: a forced rerun of two models must match HEAD's dvc.lock
     dvc(repo, "repro", "-f", "-s", "train@lenet", "train@mlp")
     dvc(repo, "repro")
     verified = tool(repo, "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     lines = verified.stdout.splitlines()
-    assert "reproduced  models/lenet.pt  (train@lenet)" in lines
-    assert "reproduced  data/logits/mlp.pt  (evaluate@mlp)" in lines
-    assert "reproduced  metrics/ensemble.json  (ensemble)" in lines
-    assert "  reproduced  plots/train/lenet.csv  (train@lenet)" not in lines  # listed apart, never compared
-    assert any(line.endswith("plots/train/lenet.csv  (train@lenet)") for line in lines)
+    assert "matches  models/lenet.pt  (train@lenet)" in lines
+    assert "matches  data/logits/mlp.pt  (evaluate@mlp)" in lines
+    assert "matches  metrics/ensemble.json  (ensemble)" in lines
+    assert "matches  data/raw  (download)" in lines  # a folder: its .dir digest, computed here
+    assert "  plots/train/lenet.csv  (train@lenet)" in lines  # listed apart, never compared
     compared = [line for line in lines[: lines.index("")]]
-    assert lines[-1] == f"{len(compared)} of {len(compared)} outputs reproduced bit for bit"
-    # a commit whose lenet came out otherwise (another CPU, say): this workspace does not reproduce it
+    assert lines[-1] == (
+        f"{len(compared)} of {len(compared)} outputs match main's dvc.lock bit for bit, each file hashed now"
+    )
+    # a commit whose lenet came out otherwise (another CPU, say): this workspace does not hold its bytes
     lock = (repo / "dvc.lock").read_text()
     md5 = hashlib.md5((repo / "models" / "lenet.pt").read_bytes()).hexdigest()
-    (repo / "dvc.lock").write_text(lock.replace(md5, "0" * 32))
+    (repo / "dvc.lock").write_text(lock.replace(md5, "f" * 32))
     git(repo, "commit", "-q", "-am", "lenet from elsewhere")
     (repo / "dvc.lock").write_text(lock)
     differs = tool(repo, "verify")
     assert differs.returncode == 1
-    assert "differs     models/lenet.pt  (train@lenet)" in differs.stdout.splitlines()
-    assert differs.stdout.splitlines()[-1].endswith("; 1 did not: models/lenet.pt")
-    # outputs that are not those of a finished run: one error line
-    (repo / "models" / "mlp.pt").unlink()
-    unfinished = tool(repo, "verify")
-    assert unfinished.returncode == 2
-    assert unfinished.stderr == (
-        "error: the workspace's outputs are not those of a finished run (evaluate@mlp, train@mlp: "
-        "`dvc status` lists them) (fix: run `make repro` first)\n"
+    at = differs.stdout.splitlines().index("differs  models/lenet.pt  (train@lenet)")
+    assert differs.stdout.splitlines()[at + 1] == (
+        f"         md5 {md5} here, {'f' * 32} in main's dvc.lock: the run recorded in this workspace's "
+        "dvc.lock made other bytes"
     )
+    assert differs.stdout.splitlines()[-1].endswith(", each file hashed now; 1 does not: models/lenet.pt")
+    # a missing output is named, with where to get it
+    (repo / "models" / "mlp.pt").unlink()
+    missing = tool(repo, "verify", "--rev", "HEAD~1")
+    assert missing.returncode == 1
+    assert "missing  models/mlp.pt  (train@mlp)" in missing.stdout.splitlines()
+    assert missing.stdout.splitlines()[-2:] == [
+        missing.stdout.splitlines()[-2].split(";")[0] + "; 1 does not: models/mlp.pt",
+        "get the missing ones with `make pull` (the team's DVC remote) or `make repro`",
+    ]
 
 
 def test_changing_one_lr_reruns_only_that_model(repo: Path) -> None:
