@@ -1,11 +1,15 @@
 """Results that travel without retraining: the team's DVC remote, with a clear error when there is none.
 
-    python -m mnist_tools.remote push           # dvc push, then check that nothing dvc.lock names is missing
+    python -m mnist_tools.remote push           # hash what it sends, dvc push, then check nothing is missing
     python -m mnist_tools.remote pull           # dvc pull: data, processed tensors, models and logits
     python -m mnist_tools.remote check [--md]   # exit 1 listing the outputs in dvc.lock the remote lacks
 
 The remote is the default one in .dvc/config (committed, so every clone and CI use it) or
 .dvc/config.local; docs/guide.md: "Sharing results: a DVC remote" shows how to add one.
+
+`dvc push` sends cache objects under the names dvc.lock gives them and never reads them back: a corrupt
+object would reach the remote under the good name, and every teammate's `make pull` would fetch it. So
+push first hashes every object it is about to send and refuses a mismatch.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import yaml
 
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
+from mnist_tools.lockcheck import recorded_outputs
 from mnist_tools.report import dvc
+from mnist_tools.verify import Hasher, git_tracked
 
 NO_REMOTE = (
     "no DVC remote is configured (fix: add the team's with `dvc remote add -d storage URL`, a shared "
@@ -84,10 +90,65 @@ def check_markdown(remote: str | None, missing: list[str]) -> str:
     )
 
 
+def corrupt_objects(repo: Path) -> list[str]:
+    """One line per cache object that dvc.lock names and that holds other bytes than its md5 says.
+
+    Absent objects are left to `dvc push` and the check after it; git-tracked outputs travel by git.
+    """
+    with (repo / "dvc.lock").open() as f:
+        outputs = recorded_outputs(yaml.safe_load(f) or {})
+    hasher, tracked = Hasher(repo), git_tracked(repo)
+    lines = []
+    for path, locked in sorted(outputs.items()):
+        problem = None if path in tracked else hasher.cache_problem(locked.md5)
+        if problem and not problem.startswith("absent"):
+            obj = hasher.cache_object(locked.md5)
+            lines.append(
+                f"{path}: its DVC cache object {obj} is {problem}, not {locked.md5} (repair: `rm -f {obj} "
+                f"{path}`, then `make pull` or `dvc repro -f {locked.stage}`)"
+            )
+    return lines
+
+
+def lock_committed(repo: Path) -> bool:
+    """Whether the workspace's dvc.lock is the one HEAD commits."""
+    return subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "dvc.lock"], cwd=repo).returncode == 0
+
+
+def push(repo: Path) -> None:
+    """Hash what dvc push would send, push it, then check the remote holds every output in dvc.lock."""
+    corrupt = corrupt_objects(repo)
+    if corrupt:
+        raise PipelineError(
+            f"refusing to push: {len(corrupt)} DVC cache objects are corrupt and would reach the remote "
+            f"under their good names: {'; '.join(corrupt)} (fix: the repair named for each, then `make push`)"
+        )
+    committed = lock_committed(repo)
+    if not committed:
+        print(
+            "warning: this workspace's dvc.lock is not the committed one: clones pull by the committed lock, "
+            "so commit dvc.lock with metrics/ and plots/ to share this run",
+            file=sys.stderr,
+        )
+    _run_dvc(repo, "push")
+    remote, missing = check(repo)
+    if missing:
+        raise PipelineError(
+            f"after the push, DVC remote {remote!r} still lacks {', '.join(missing)}: they are "
+            "in no local cache either (fix: rerun the stages that write them with `dvc repro`, then push)"
+        )
+    which = "dvc.lock" if committed else "this workspace's uncommitted dvc.lock"
+    print(f"DVC remote {remote!r} holds every output in {which}")
+
+
 def _run_dvc(repo: Path, *args: str) -> None:
     """Run dvc with its own progress output; a failure is a PipelineError."""
     if subprocess.run(["dvc", *args], cwd=repo).returncode != 0:
-        raise PipelineError(f"`dvc {' '.join(args)}` failed (fix: DVC printed why just above)")
+        raise PipelineError(
+            f"`dvc {' '.join(args)}` failed (fix: DVC printed why just above; for files it says it cannot "
+            "remove, `make verify` tells an edit from damage, and `dvc checkout --force` with their paths "
+            "replaces them by the copies dvc.lock names)"
+        )
 
 
 def main() -> None:
@@ -117,15 +178,10 @@ def main() -> None:
         sys.exit(1 if missing else 0)
     if default_remote(repo) is None:
         raise PipelineError(NO_REMOTE)
-    _run_dvc(repo, args.command)
     if args.command == "push":
-        remote, missing = check(repo)
-        if missing:
-            raise PipelineError(
-                f"after the push, DVC remote {remote!r} still lacks {', '.join(missing)}: they are "
-                "in no local cache either (fix: rerun the stages that write them with `dvc repro`, then push)"
-            )
-        print(f"DVC remote {remote!r} holds every output in dvc.lock")
+        push(repo)
+    else:
+        _run_dvc(repo, "pull")
 
 
 if __name__ == "__main__":
