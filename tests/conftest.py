@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from mnist_pipeline.cli import stage_outputs
+from mnist_pipeline.data import load_split
 from mnist_pipeline.environment import PORTABLE_ENV
 from mnist_tools.smoke import git
 
@@ -116,6 +118,16 @@ def tiny_raw(tmp_path: Path) -> Path:
         images[:, 0, 0] = labels.to(torch.uint8)  # lets a test check that images stay with their labels
         write_idx(root / "MNIST" / "raw", prefix, images, labels)
     return root
+
+
+def digit_images(repo: Path, folder: Path) -> list[Path]:
+    """Three test digits of repo's processed split, saved as PNG files in folder (created)."""
+    images, _ = load_split(repo / "data" / "processed" / "test.pt")
+    folder.mkdir()
+    paths = [folder / f"digit{i}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        Image.fromarray(images[i].numpy()).save(path)
+    return paths
 
 
 def gzip_bytes(data: bytes) -> bytes:

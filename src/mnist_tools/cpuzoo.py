@@ -40,7 +40,7 @@ QEMU = "qemu-x86_64"
 QEMU_MIN_MAJOR = 8  # 7.2 (Debian 12's own) crashes in grid_sample's AVX2 gather
 QEMU_HOWTO = (
     "install qemu-user 8 or newer (Debian 12: apt-get install -t bookworm-backports qemu-user; "
-    "Ubuntu 24.04 and Debian 13: apt-get install qemu-user), or run `make install` as root"
+    "Ubuntu 24.04 and Debian 13: apt-get install qemu-user), or run `make install-test` as root"
 )
 
 

@@ -374,7 +374,7 @@ def drawn_labels(dom: str, mark: str) -> list[dict[str, str]]:
 @pytest.mark.parametrize("command", [["plots", "show"], ["plots", "diff", "HEAD"]])
 def test_plots_render_offline_in_a_real_browser(repo: Path, tmp_path: Path, command: list[str]) -> None:
     if browser() is None:
-        pytest.skip("no Chromium: `make install` installs it with apt-get when run as root on Debian")
+        pytest.skip("no Chromium: `make install-test` installs it with apt-get when run as root on Debian")
     assert TEMPLATE.is_file(), "run `make install` to build the offline plots template"
     dvc(repo, *command, "-o", str(tmp_path / "out"), "--html-template", str(TEMPLATE))
     page = tmp_path / "out" / "index.html"

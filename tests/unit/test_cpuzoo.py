@@ -111,7 +111,7 @@ def test_without_qemu_the_zoo_is_one_line_that_says_how_to_get_it(tmp_path: Path
     assert result.stderr == (
         "error: qemu-x86_64 not found (fix: install qemu-user 8 or newer (Debian 12: apt-get install -t "
         "bookworm-backports qemu-user; Ubuntu 24.04 and Debian 13: apt-get install qemu-user), or run "
-        "`make install` as root)\n"
+        "`make install-test` as root)\n"
     )
 
 
@@ -140,8 +140,8 @@ def test_the_subset_gives_one_digest_per_model_on_intel_and_amd() -> None:
     problem = qemu_problem()
     if problem:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {problem}: `make install` installs qemu-user as root")
-        pytest.skip(f"{problem}: `make install` as root installs qemu-user")
+            pytest.fail(f"CI=true but {problem}: `make install-test` installs qemu-user as root")
+        pytest.skip(f"{problem}: `make install-test` as root installs qemu-user")
     models = SUBSET_MODELS
     cpus = f"native,{other_vendor_cpu(Path('/proc/cpuinfo').read_text())}"
     result = subprocess.run(

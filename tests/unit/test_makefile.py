@@ -29,6 +29,7 @@ TEAM = {
     "format",
     "check-lock",
     "clean-venv",
+    "install-test",
 }
 
 

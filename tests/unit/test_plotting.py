@@ -278,8 +278,9 @@ def test_each_figure_looks_as_reviewed(name: str, tmp_path: Path) -> None:
 
 
 # The chart templates of `dvc plots show` / `dvc plots diff` (.dvc/plots/*.json), filled as DVC fills them
-# and drawn by the vega and vega-lite that the offline page inlines (`make install` fetches them; node runs
-# them). The JSON checks run everywhere; the drawing checks skip without node or the npm tarballs.
+# and drawn by the vega and vega-lite that the offline page inlines (`make install` fetches them when npm is
+# there; node runs them). The JSON checks run everywhere; the drawing checks skip without node or the npm
+# tarballs.
 TEMPLATES = Path(__file__).parents[2] / ".dvc" / "plots"
 NPM = Path(sys.prefix) / "share" / "npm"  # where `make install` packs vega and vega-lite
 DASHED_LINES = ("model_lines", "train_vs_val")  # line charts that tell revisions apart by line style

