@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from mnist_pipeline.artifacts import FileCheckpointer, ModelFile, package_digest
-from mnist_pipeline.cli import load_checked_params, run, stage_outputs
+from mnist_pipeline.cli import load_checked_params, resume_advice, run, stage_outputs
 from mnist_pipeline.data import load_split
 from mnist_pipeline.environment import bit_class, runtime_environment
 from mnist_pipeline.files import file_digest, fingerprint, write_csv, write_json
@@ -49,12 +49,8 @@ def report_epoch(args: argparse.Namespace, epoch: Epoch) -> None:
 
 def main() -> None:
     args = parse_args()
-    stage_outputs(
-        f"train@{args.model}",
-        args.history,
-        args.env,
-        resume=f"`dvc repro train@{args.model}` resumes after the last finished epoch ({args.checkpoint})",
-    )
+    stage = f"train@{args.model}"
+    stage_outputs(stage, args.history, args.env, resume=resume_advice(stage, args.checkpoint))
     config = load_checked_params(args.params, MODELS)
     runtime = setup_process(config, deterministic=True)
     seed, settings, recipe = (

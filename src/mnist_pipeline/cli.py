@@ -5,6 +5,7 @@ Process set-up lives in runtime.py, files in files.py.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,6 +46,20 @@ def stage_outputs(stage: str, *tracked: Path, resume: str = "") -> None:
     then says how to get the last committed ones back (`dvc checkout` for the cached, git for the rest).
     """
     _stage.name, _stage.tracked, _stage.resume = stage, tracked, resume
+
+
+def resume_advice(stage: str, checkpoint: Path) -> str:
+    """How to pick an interrupted stage up again, as the run was started: DVC names the experiment
+    (DVC_EXP_NAME) for a stage that `dvc exp run` started, and DVC_ROOT is then the project, not the
+    temporary copy a queued or --temp experiment runs in."""
+    if not os.environ.get("DVC_EXP_NAME"):
+        return f"`dvc repro {stage}` resumes after the last finished epoch ({checkpoint})"
+    if Path(os.environ.get("DVC_ROOT", ".")).resolve() != Path.cwd().resolve():
+        return (
+            "this experiment ran in a temporary copy, and its checkpoint went with it: the same "
+            "`dvc exp run` command starts it over"
+        )
+    return f"the same `dvc exp run` command resumes it after the last finished epoch ({checkpoint})"
 
 
 def restore_hint() -> str:

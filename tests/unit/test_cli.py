@@ -118,6 +118,29 @@ def test_ctrl_c_is_one_line_with_the_resume_command(capsys: pytest.CaptureFixtur
     assert err.strip() == "interrupted: train@lenet stopped; `dvc repro train@lenet` resumes"
 
 
+def test_the_resume_advice_follows_how_the_run_was_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = Path("checkpoints/lenet.pt")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    assert cli.resume_advice("train@lenet", checkpoint) == (
+        "`dvc repro train@lenet` resumes after the last finished epoch (checkpoints/lenet.pt)"
+    )
+    # `dvc exp run` in the workspace: DVC names the experiment, and DVC_ROOT is where the stage runs
+    monkeypatch.setenv("DVC_EXP_NAME", "bushy-rams")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert cli.resume_advice("train@lenet", checkpoint) == (
+        "the same `dvc exp run` command resumes it after the last finished epoch (checkpoints/lenet.pt)"
+    )
+    # queued or --temp: the stage runs in a copy, DVC_ROOT still names the project
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    assert cli.resume_advice("train@lenet", checkpoint) == (
+        "this experiment ran in a temporary copy, and its checkpoint went with it: the same "
+        "`dvc exp run` command starts it over"
+    )
+
+
 def test_a_failure_names_how_to_restore_the_outputs_dvc_deleted(capsys: pytest.CaptureFixture[str]) -> None:
     def fails() -> None:
         cli.stage_outputs("summary", Path("metrics/summary.json"))
