@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pickle
 import sys
@@ -18,7 +19,7 @@ from mnist_pipeline.files import file_digest, fingerprint, save_torch
 from mnist_pipeline.inference import Preprocessing, predict_logits
 from mnist_pipeline.models import MODELS, build_model
 
-MODEL_FORMAT = "mnist-pipeline-model/3"  # /3: test_shifts and val_scores
+MODEL_FORMAT = "mnist-pipeline-model/4"  # /4: the digest of its own contents
 CHECKPOINT_FORMAT = "mnist-pipeline-checkpoint/1"
 TORCH_HEADERS = (b"PK\x03\x04", b"\x80")  # how torch.save's zip files and pickles (protocol 2+) begin
 MAX_SNIFF_BYTES = 1 << 20  # a refused file larger than this is not read whole to say what it is
@@ -38,15 +39,39 @@ def _foreign_file(path: Path, head: bytes, fix: str) -> str:
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass
     if isinstance(saved, dict) and isinstance(saved.get("members"), dict) and "temperatures" in saved:
-        member = next(iter(saved["members"]), "<model>")
+        member = next(iter(saved["members"]), None)
+        example = f", or load one member's model file, e.g. {path.parent / member}.pt" if member else ""
         return (
             f"{path} is not a model file: it is the ensemble stage's JSON record of the members it combines "
             "and their weights, which holds no weights of its own (fix: classify images with the ensemble by "
             f"`make predict MODEL=ensemble IMAGES=...` or `python -m mnist_tools.predict --ensemble "
-            f"--members-file {path} ...`, or load one member's model file, e.g. {path.parent / member}.pt)"
+            f"--members-file {path} ...`{example})"
         )
     what = "JSON" if saved is not None else f"a file that starts with {head[:16]!r}"
     return f"{path} is not a model file of this project: it is {what}, not a file torch.save wrote {fix}"
+
+
+def repair_hint(path: Path, made_by: str) -> str:
+    """How to replace a corrupt copy of a file that DVC tracks: its cache object is most likely bad too."""
+    return (
+        f"(fix: `make verify` names the bad copy; remove its DVC cache object, then `make pull` or "
+        f"`dvc repro -f {made_by}`, then `dvc checkout --force {path}`)"
+    )
+
+
+def content_digest(saved: dict[str, Any]) -> str:
+    """sha256 of a model file's contents: each tensor's name, dtype, shape and bytes, then the rest as JSON.
+
+    Recomputed on load, it catches a file changed after it was written (a flipped bit in a copy or in
+    DVC's cache) that torch.load would read without complaint: torch checks no checksum of tensor data.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(saved["weights"].items()):
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    rest = {key: value for key, value in saved.items() if key not in ("weights", "digest")}
+    digest.update(json.dumps(rest, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def package_digest() -> str:
@@ -101,6 +126,37 @@ class FileCheckpointer:
         self.path.unlink(missing_ok=True)
 
 
+def _read_model_dict(path: Path, made_by: str) -> dict[str, Any]:
+    """The dict a model file holds, read with weights_only; a file that is not one of ours is refused."""
+    fix = f"(fix: train it with `dvc repro {made_by}`, or fetch it with `dvc pull` or `dvc artifacts get`)"
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path} not found: stage {made_by} writes it {fix}") from None
+    # anything else, JSON or text say, would reach torch's unpickler and be called Python objects
+    if head and not head.startswith(TORCH_HEADERS):
+        raise ModelFileError(_foreign_file(path, head, fix))
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises retrying with weights_only=False, which would run the file's code
+        raise ModelFileError(
+            f"{path} is not a model file of this project: it holds Python objects, not just tensors and "
+            "values; it was not loaded and must not be loaded with weights_only=False, which runs any "
+            f"code it carries {fix}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelFileError(
+            f"{path} is not a model file of this project, or a corrupt copy of one: torch cannot read it "
+            f"({first}) {repair_hint(path, made_by)}"
+        ) from None
+    if not (isinstance(saved, dict) and str(saved.get("format", "")).startswith("mnist-pipeline-model/")):
+        raise ModelFileError(f"{path} is not a model file of this project (no '{MODEL_FORMAT}' header) {fix}")
+    return saved
+
+
 # The fields of a model file and the type each must have (the weights are checked by load_state_dict).
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "name": str,
@@ -146,54 +202,36 @@ class ModelFile:
         # plain JSON values: torch.__version__, say, is a str subclass that a weights_only load refuses
         for key in ("recipe", "data", "environment", "val_scores"):
             record[key] = json.loads(json.dumps(record[key]))
-        _atomic_save({"format": MODEL_FORMAT, **record}, Path(path))
+        saved = {"format": MODEL_FORMAT, **record}
+        _atomic_save({**saved, "digest": content_digest(saved)}, Path(path))
 
     @classmethod
-    def load(cls, path: Path, made_by: str = "train@<model>") -> ModelFile:
+    def load(cls, path: Path, made_by: str | None = None) -> ModelFile:
         """Read a file that save() wrote; anything else is a ModelFileError saying what it is and what to do.
 
-        made_by names the stage that writes the file, for the fix of a missing one.
+        made_by names the stage that writes the file, for the fix (default: train@ and the file's stem).
+        A file whose contents no longer match the digest it was written with is refused.
         """
         path = Path(path)
-        fix = (
-            f"(fix: train it with `dvc repro {made_by}`, or fetch it with `dvc pull` or `dvc artifacts get`)"
-        )
-        try:
-            with path.open("rb") as f:
-                head = f.read(64)
-        except FileNotFoundError:
-            raise ModelFileError(f"{path} not found: stage {made_by} writes it {fix}") from None
-        # anything else, JSON or text say, would reach torch's unpickler and be called Python objects
-        if head and not head.startswith(TORCH_HEADERS):
-            raise ModelFileError(_foreign_file(path, head, fix))
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # torch's own message advises retrying with weights_only=False, which would run the file's code
-            raise ModelFileError(
-                f"{path} is not a model file of this project: it holds Python objects, not just tensors and "
-                "values; it was not loaded and must not be loaded with weights_only=False, which runs any "
-                f"code it carries {fix}"
-            ) from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ModelFileError(
-                f"{path} is not a model file of this project: torch cannot read it ({first}) {fix}"
-            ) from None
-        ours = isinstance(saved, dict) and str(saved.get("format", "")).startswith("mnist-pipeline-model/")
-        if not ours:
-            raise ModelFileError(
-                f"{path} is not a model file of this project (no '{MODEL_FORMAT}' header) {fix}"
-            )
+        made_by = made_by or f"train@{path.stem}"
+        saved = _read_model_dict(path, made_by)
         if saved["format"] != MODEL_FORMAT:
             raise ModelFileError(
                 f"{path} is a {saved['format']} file; this version reads {MODEL_FORMAT} "
                 f"(fix: retrain it with `dvc repro -f {made_by}`)"
             )
         wrong = [key for key, kind in _FIELDS.items() if not isinstance(saved.get(key), kind)]
+        wrong += [] if isinstance(saved.get("digest"), str) else ["digest"]
         if wrong:
             raise ModelFileError(
                 f"{path} lacks or mistypes {', '.join(wrong)} (fix: retrain it with `dvc repro -f {made_by}`)"
+            )
+        if not all(isinstance(t, torch.Tensor) for t in saved["weights"].values()):
+            raise ModelFileError(f"{path} holds weights that are not tensors {repair_hint(path, made_by)}")
+        if content_digest(saved) != saved["digest"]:
+            raise ModelFileError(
+                f"{path} is corrupt: its contents no longer match the digest it was written with "
+                f"{repair_hint(path, made_by)}"
             )
         if saved["arch"] not in MODELS:
             raise ModelFileError(
@@ -260,7 +298,7 @@ class ModelFile:
 
 
 def load_model(
-    path: Path, device: torch.device | str = "cpu", made_by: str = "train@<model>"
+    path: Path, device: torch.device | str = "cpu", made_by: str | None = None
 ) -> tuple[nn.Module, ModelFile]:
     """The model a file holds, built on the device, and the file's record."""
     record = ModelFile.load(path, made_by)

@@ -5,6 +5,7 @@ out-of-fold val errors, and the file that records it (models/ensemble.json)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.files import write_json
 from mnist_pipeline.inference import score
 
-ENSEMBLE_FORMAT = "mnist-pipeline-ensemble/2"
+ENSEMBLE_FORMAT = "mnist-pipeline-ensemble/3"  # /3: the digest of its own contents
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -270,6 +271,11 @@ def choose_ensemble(
     return Choice(chosen=average, other=caruana, why=why, cv_errors=errors)
 
 
+def json_digest(saved: dict[str, Any]) -> str:
+    """sha256 of a JSON record, keys sorted: what the ensemble file carries to check itself on load."""
+    return hashlib.sha256(json.dumps(saved, sort_keys=True).encode()).hexdigest()
+
+
 class EnsembleFileError(PipelineError):
     """A file that is not the ensemble stage's record, or not one this version reads."""
 
@@ -353,8 +359,9 @@ class EnsembleFile:
         )
 
     def save(self, path: Path) -> None:
-        """Write the file atomically, its format first."""
-        write_json(Path(path), {"format": ENSEMBLE_FORMAT, **dataclasses.asdict(self)})
+        """Write the file atomically, its format first and the digest of its contents last."""
+        saved = {"format": ENSEMBLE_FORMAT, **dataclasses.asdict(self)}
+        write_json(Path(path), {**saved, "digest": json_digest(saved)})
 
     @classmethod
     def load(cls, path: Path) -> EnsembleFile:
@@ -371,6 +378,13 @@ class EnsembleFile:
         wrong = [key for key, kind in _FIELDS.items() if not isinstance(saved.get(key), kind)]
         if wrong:
             raise EnsembleFileError(f"{path} lacks or mistypes {', '.join(wrong)} {rerun}")
+        if json_digest({key: value for key, value in saved.items() if key != "digest"}) != saved.get(
+            "digest"
+        ):
+            raise EnsembleFileError(
+                f"{path} was changed after the ensemble stage wrote it: its contents no longer match the "
+                f"digest it was written with (fix: `git checkout -- {path}`, or `dvc repro -f ensemble`)"
+            )
         if not saved["members"] or set(saved["members"]) != set(saved["temperatures"]):
             raise EnsembleFileError(f"{path} names no members, or members without temperatures {rerun}")
         return cls(**{key: saved[key] for key in _FIELDS})

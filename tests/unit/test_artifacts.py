@@ -228,19 +228,29 @@ def record(arch: str = "cnn2", weights: dict | None = None, **changes: Any) -> M
     return ModelFile(**{**fields, **changes})
 
 
-def raw_file(path: Path, **changes: Any) -> Path:
-    """A model file whose stored dict has the given keys changed (None: removed)."""
+def raw_file(path: Path, redigest: bool = True, **changes: Any) -> Path:
+    """A model file whose stored dict has the given keys changed (None: removed), its digest made anew
+    (as a writer with that bug would) unless redigest is False (a copy changed after it was written)."""
     saved = torch.load(path, weights_only=True)
     for key, value in changes.items():
         if value is None:
             del saved[key]
         else:
             saved[key] = value
+    if redigest and isinstance(saved.get("weights"), dict) and "digest" in saved:
+        saved["digest"] = artifacts.content_digest(saved)
     torch.save(saved, path)
     return path
 
 
-FIX = "(fix: train it with `dvc repro train@<model>`, or fetch it with `dvc pull` or `dvc artifacts get`)"
+FIX = "(fix: train it with `dvc repro train@m`, or fetch it with `dvc pull` or `dvc artifacts get`)"
+
+
+def repair(path: Path, made_by: str = "train@m") -> str:
+    return (
+        f"(fix: `make verify` names the bad copy; remove its DVC cache object, then `make pull` or "
+        f"`dvc repro -f {made_by}`, then `dvc checkout --force {path}`)"
+    )
 
 
 def test_round_trip_keeps_every_field_and_the_weights(tmp_path: Path) -> None:
@@ -253,9 +263,10 @@ def test_round_trip_keeps_every_field_and_the_weights(tmp_path: Path) -> None:
     assert dataclasses.replace(loaded, weights={}) == dataclasses.replace(original, weights={})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
     raw = torch.load(tmp_path / "m.pt", weights_only=True)  # plain values: no class of ours is pickled
-    assert raw["format"] == MODEL_FORMAT == "mnist-pipeline-model/3"
+    assert raw["format"] == MODEL_FORMAT == "mnist-pipeline-model/4"
     assert raw["preprocessing"] == {"mean": 0.5, "std": 0.5, "channels_last": False}
-    assert set(raw) == {"format", *(f.name for f in dataclasses.fields(ModelFile))}
+    assert set(raw) == {"format", "digest", *(f.name for f in dataclasses.fields(ModelFile))}
+    assert raw["digest"] == artifacts.content_digest(raw)
 
 
 def test_build_and_load_model_give_the_saved_weights(tmp_path: Path) -> None:
@@ -358,7 +369,7 @@ def test_an_older_format_says_to_retrain(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError) as info:
         ModelFile.load(path, made_by="train@mine")
     assert str(info.value) == (
-        f"{path} is a mnist-pipeline-model/1 file; this version reads mnist-pipeline-model/3 "
+        f"{path} is a mnist-pipeline-model/1 file; this version reads mnist-pipeline-model/4 "
         "(fix: retrain it with `dvc repro -f train@mine`)"
     )
 
@@ -399,7 +410,7 @@ def test_other_torch_files_are_not_ours(tmp_path: Path, content: object) -> None
         load_model(path)
     assert (
         str(info.value)
-        == f"{path} is not a model file of this project (no 'mnist-pipeline-model/3' header) {FIX}"
+        == f"{path} is not a model file of this project (no 'mnist-pipeline-model/4' header) {FIX}"
     )
 
 
@@ -416,7 +427,9 @@ def test_unreadable_file_names_the_first_line_of_the_error(tmp_path: Path) -> No
     with pytest.raises(ModelFileError) as info:
         load_model(path)
     assert (
-        str(info.value) == f"{path} is not a model file of this project: torch cannot read it ({first}) {FIX}"
+        str(info.value)
+        == f"{path} is not a model file of this project, or a corrupt copy of one: torch cannot read it "
+        f"({first}) {repair(path)}"
     )
 
 
@@ -427,7 +440,8 @@ def test_empty_file_names_the_error_type(tmp_path: Path) -> None:
         load_model(path)
     assert (
         str(info.value)
-        == f"{path} is not a model file of this project: torch cannot read it (EOFError) {FIX}"
+        == f"{path} is not a model file of this project, or a corrupt copy of one: torch cannot read it "
+        f"(EOFError) {repair(path)}"
     )
 
 
@@ -509,7 +523,9 @@ def test_missing_file_without_made_by_names_the_default_stage(tmp_path: Path) ->
     # callers that do not know the model's name still get a runnable hint with a placeholder to fill in
     with pytest.raises(ModelFileError) as info:
         ModelFile.load(tmp_path / "nope.pt")
-    assert str(info.value) == f"{tmp_path / 'nope.pt'} not found: stage train@<model> writes it {FIX}"
+    assert str(info.value) == f"{tmp_path / 'nope.pt'} not found: stage train@nope writes it " + FIX.replace(
+        "train@m`", "train@nope`"
+    )
 
 
 # --- a model file as a PyTorch user gets it ---------------------------------------------------------------
@@ -583,4 +599,57 @@ def test_predict_names_the_images_it_takes(images: torch.Tensor) -> None:
         f"model 'mine' takes (N, 28, 28) or (N, 1, 28, 28) uint8 images, not {tuple(images.shape)} "
         f"{images.dtype} (fix: pixels 0-255 as MNIST has them, e.g. (x * 255).round().to(torch.uint8) for "
         "floats in [0, 1])"
+    )
+
+
+# --- a model file checks itself -----------------------------------------------------------------------------
+
+
+def flip_a_weight_byte(path: Path, tensor: torch.Tensor) -> None:
+    """Flip one bit inside a tensor's stored bytes, as a bad disk or cache copy would."""
+    data = bytearray(path.read_bytes())
+    at = data.find(tensor.contiguous().numpy().tobytes()[:64])
+    assert at > 0, "the tensor's bytes are stored as they are"
+    data[at + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_the_weights_is_refused_naming_the_repair(tmp_path: Path) -> None:
+    original = record()
+    path = tmp_path / "m.pt"
+    original.save(path)
+    flip_a_weight_byte(path, next(iter(original.weights.values())))
+    torch.load(path, weights_only=True)  # torch itself reads it without complaint
+    with pytest.raises(ModelFileError) as info:
+        load_model(path, made_by="train@mine")
+    assert str(info.value) == (
+        f"{path} is corrupt: its contents no longer match the digest it was written with "
+        f"{repair(path, 'train@mine')}"
+    )
+
+
+@pytest.mark.parametrize("changes", [{"seed": 4}, {"test_shifts": False}, {"recipe": {"arch": "cnn2"}}])
+def test_a_value_changed_after_writing_is_refused(tmp_path: Path, changes: dict[str, Any]) -> None:
+    record().save(tmp_path / "m.pt")
+    path = raw_file(tmp_path / "m.pt", redigest=False, **changes)
+    with pytest.raises(ModelFileError, match=r"m.pt is corrupt: .* `dvc checkout --force .*m.pt`\)$"):
+        ModelFile.load(path)
+
+
+def test_the_digest_covers_each_tensors_name_dtype_and_shape() -> None:
+    saved = {"weights": {"a": torch.zeros(2, 3)}, "seed": 1}
+    base = artifacts.content_digest(saved)
+    assert artifacts.content_digest({**saved, "digest": "x"}) == base  # the digest is not part of itself
+    for weights in ({"b": torch.zeros(2, 3)}, {"a": torch.zeros(3, 2)}, {"a": torch.zeros(2, 3).double()}):
+        assert artifacts.content_digest({**saved, "weights": weights}) != base
+    assert artifacts.content_digest({**saved, "seed": 2}) != base
+
+
+def test_a_file_without_its_digest_says_to_retrain(tmp_path: Path) -> None:
+    record().save(tmp_path / "m.pt")
+    path = raw_file(tmp_path / "m.pt", digest=None)
+    with pytest.raises(ModelFileError) as info:
+        ModelFile.load(path, made_by="train@mine")
+    assert (
+        str(info.value) == f"{path} lacks or mistypes digest (fix: retrain it with `dvc repro -f train@mine`)"
     )

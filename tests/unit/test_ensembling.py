@@ -21,6 +21,7 @@ from mnist_pipeline.ensembling import (
     combine,
     cross_validated_errors,
     fit_temperature,
+    json_digest,
     near_best_average,
 )
 from mnist_pipeline.errors import PipelineError
@@ -330,9 +331,10 @@ def test_an_ensemble_file_records_the_choice_and_reads_back(tmp_path: Path) -> N
     text = (tmp_path / "ensemble.json").read_text()
     saved = json.loads(text)
     assert list(saved) == [
-        "format", "members", "temperatures", "val_accuracy", "rule", "why", "alternative", "rounds"
+        "format", "members", "temperatures", "val_accuracy", "rule", "why", "alternative", "rounds", "digest"
     ]  # fmt: skip
-    assert saved["format"] == ENSEMBLE_FORMAT == "mnist-pipeline-ensemble/2"
+    assert saved["digest"] == json_digest({key: value for key, value in saved.items() if key != "digest"})
+    assert saved["format"] == ENSEMBLE_FORMAT == "mnist-pipeline-ensemble/3"
     assert text == json.dumps(saved, indent=2) + "\n"
     assert EnsembleFile.load(tmp_path / "ensemble.json") == record
 
@@ -395,8 +397,23 @@ def test_anything_but_an_ensemble_file_is_one_line_naming_the_fix(
     tmp_path: Path, content: str | dict | None, problem: str
 ) -> None:
     path = tmp_path / "ensemble.json"
+    if isinstance(content, dict) and content.get("format") == ENSEMBLE_FORMAT:
+        content = {**content, "digest": json_digest(content)}  # as a writer with that bug would
     if content is not None:
         path.write_text(content if isinstance(content, str) else json.dumps(content))
     with pytest.raises(EnsembleFileError) as error:
         EnsembleFile.load(path)
     assert str(error.value) == f"{path} {problem}"
+
+
+def test_an_ensemble_file_edited_after_writing_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ensemble.json"
+    EnsembleFile(**RECORD).save(path)
+    assert EnsembleFile.load(path) == EnsembleFile(**RECORD)
+    path.write_text(path.read_text().replace('"a": 1.0', '"a": 2.0', 1))
+    with pytest.raises(EnsembleFileError) as error:
+        EnsembleFile.load(path)
+    assert str(error.value) == (
+        f"{path} was changed after the ensemble stage wrote it: its contents no longer match the digest it "
+        f"was written with (fix: `git checkout -- {path}`, or `dvc repro -f ensemble`)"
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_pipeline import artifacts
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
 from mnist_tools import mutation, smoke
@@ -71,11 +72,15 @@ def test_every_expected_error_says_the_fix() -> None:
         (f"{path.relative_to(ROOT)}:{line}", text) for path in SOURCES for line, text in raised_messages(path)
     ]
     assert len(messages) > 25  # the walk found them
-    # the fix is in the message, or in a variable named fix that holds one
+    # the fix is in the message, or in a variable named fix that holds one, or artifacts.repair_hint's
+    assert "(fix: " in artifacts.repair_hint(Path("m.pt"), "train@m")
     lacking = [
         (where, text)
         for where, text in messages
-        if "(fix: " not in text and "{fix}" not in text.lower() and "{NO_REMOTE}" not in text
+        if "(fix: " not in text
+        and "{fix}" not in text.lower()
+        and "{NO_REMOTE}" not in text
+        and "{repair_hint(" not in text
     ]
     # predict's load_image passes on to_mnist's ValueError, whose one message has its fix
     assert [text for _, text in lacking] == ["{path}: {e}"]

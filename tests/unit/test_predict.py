@@ -439,15 +439,15 @@ def test_ensemble_names_a_missing_member_and_the_fix(
         (
             '{"members": {"lenet": 1.0}, "temperatures": {"lenet": 1.0}}',
             "models/ensemble.json is a file from before ensemble files had a format; this version reads "
-            "mnist-pipeline-ensemble/2 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
+            "mnist-pipeline-ensemble/3 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
         ),
         (
             '{"format": "mnist-pipeline-ensemble/1", "members": {"lenet": 1.0}}',
             "models/ensemble.json is a mnist-pipeline-ensemble/1 file; this version reads "
-            "mnist-pipeline-ensemble/2 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
+            "mnist-pipeline-ensemble/3 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
         ),
         (
-            '{"format": "mnist-pipeline-ensemble/2", "members": {}, "temperatures": {}}',
+            '{"format": "mnist-pipeline-ensemble/3", "members": {}, "temperatures": {}}',
             "models/ensemble.json lacks or mistypes val_accuracy, rule, why, alternative, rounds (fix: rerun",
         ),
     ],
