@@ -26,6 +26,7 @@ SEEDS ?= 0
 HELP_GROUP = grep -hE '^[a-z-]+:.*$(1) ' $(MAKEFILE_LIST) | LC_ALL=C sort -t: -k1,1 \
 	| awk -F':.*$(1) ' '{printf "  make %-13s %s\n", $$1, $$2}'
 help: ## list the targets
+	@echo 'A fresh clone: `make pull` gets the team'"'"'s committed run from its DVC remote in seconds; `make repro` trains it.'
 	@echo 'Everyday:'
 	@$(call HELP_GROUP,##)
 	@echo 'For the team:'
@@ -150,6 +151,7 @@ pull: $(STAMP) ## get data, models and logits from the team's DVC remote instead
 
 # The command is not echoed, so that `make predict FORMAT=csv > out.csv` writes only csv.
 predict: $(STAMP) ## classify digit images, folders, 'globs': make predict MODEL=lenet|ensemble IMAGES="a.png digits/" FORMAT=csv TOP=3
+	@test -n "$(MODEL)" || { echo 'error: MODEL is empty (fix: name a model under models: in params.yaml, or ensemble: make predict MODEL=lenet IMAGES=a.png)' >&2; exit 2; }
 	@test -n "$(IMAGES)" || { echo 'error: name the images: make predict MODEL=lenet IMAGES="a.png b.jpg"' >&2; exit 2; }
 	@python -m mnist_tools.predict $(if $(filter ensemble,$(MODEL)),--ensemble,--model models/$(MODEL).pt) --format $(FORMAT) --top $(TOP) $(IMAGES)
 

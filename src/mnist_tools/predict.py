@@ -264,8 +264,7 @@ def load_members(
     if model_file is not None:
         if not model_file.is_file():
             raise PipelineError(missing_model(model_file, names))
-        made_by = f"train@{model_file.stem}" if model_file.stem in names else "train@<model>"
-        return [load_model(model_file, made_by=made_by)]
+        return [load_model(model_file)]  # the fix names train@ and the file's stem
     assert ensemble is not None
     members = []
     for name in ensemble.weights:
@@ -340,9 +339,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     args = parser.parse_args()
     if not 1 <= args.top <= 10:
-        parser.error(f"--top {args.top}: must be between 1 and 10")
+        raise PipelineError(f"--top {args.top} (TOP=): there are 10 digits (fix: a number from 1 to 10)")
     if args.batch_size < 1:
-        parser.error(f"--batch-size {args.batch_size}: must be at least 1")
+        raise PipelineError(f"--batch-size {args.batch_size}: no images per pass (fix: 1 or more)")
     # the kernels and threads the evaluate stage scored with; the CPU's own where the params file sets none
     project = load_params(args.params) if args.params.is_file() else {}
     if {"numerics", "train"} <= project.keys():

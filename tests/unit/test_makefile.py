@@ -53,6 +53,8 @@ def help_groups() -> dict[str, list[tuple[str, str]]]:
     assert shown.returncode == 0, shown.stderr
     groups: dict[str, list[tuple[str, str]]] = {}
     for line in shown.stdout.splitlines():
+        if not line.startswith(" ") and not line.endswith(":"):
+            continue  # a note, not a group
         if not line.startswith(" "):
             title = line
             groups[title] = []
@@ -60,6 +62,13 @@ def help_groups() -> dict[str, list[tuple[str, str]]]:
             target, text = re.fullmatch(r"  make (\S+) +(.*)", line).groups()
             groups[title].append((target, text))
     return groups
+
+
+def test_help_tells_a_fresh_clone_about_make_pull_first() -> None:
+    assert make(ROOT, "-s", "help").stdout.splitlines()[0] == (
+        "A fresh clone: `make pull` gets the team's committed run from its DVC remote in seconds; "
+        "`make repro` trains it."
+    )
 
 
 def test_help_lists_every_target_in_two_sorted_groups_with_its_text() -> None:

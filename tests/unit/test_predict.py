@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,26 @@ def test_top_and_json(
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
     _, plain, _ = predict_here(monkeypatch, capsys, "--model", str(model_file), "--top", "3", str(path))
     assert plain.count("(") == 3
+
+
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        (["--top", "11"], "--top 11 (TOP=): there are 10 digits (fix: a number from 1 to 10)"),
+        (["--top", "0"], "--top 0 (TOP=): there are 10 digits (fix: a number from 1 to 10)"),
+        (["--batch-size", "0"], "--batch-size 0: no images per pass (fix: 1 or more)"),
+    ],
+)
+def test_an_out_of_range_number_is_one_line_without_the_usage(
+    tmp_path: Path,
+    model_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    option: list[str],
+    error: str,
+) -> None:
+    code, out, err = predict_here(monkeypatch, capsys, "--model", str(model_file), *option, "x.png")
+    assert (code, out, err) == (2, "", f"error: {error}\n")
 
 
 def test_not_a_model_file(
@@ -529,6 +550,20 @@ def test_make_predict_maps_model_format_and_top(tmp_path: Path) -> None:
 
     assert dry_run("MODEL=lenet", "IMAGES=a.png 'scans/*.png'").endswith(
         "predict --model models/lenet.pt --format text --top 1 a.png 'scans/*.png'"
+    )
+    empty = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "predict", "MODEL=", "IMAGES=a.png"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert (empty.returncode, empty.stdout) == (2, "")
+    first, *rest = empty.stderr.splitlines()
+    assert first.startswith(
+        "error: MODEL is empty (fix: name a model under models: in params.yaml, or ensemble"
+    )
+    assert len(rest) == 1 and re.fullmatch(
+        r"make(\[\d+\])?: \*\*\* \[Makefile:\d+: predict\] Error 2", rest[0]
     )
     assert dry_run("MODEL=ensemble", "IMAGES=digits/", "FORMAT=csv", "TOP=3").endswith(
         "predict --ensemble --format csv --top 3 digits/"
