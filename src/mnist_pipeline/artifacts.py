@@ -75,9 +75,11 @@ def content_digest(saved: dict[str, Any]) -> str:
 
 
 def package_digest() -> str:
-    """Digest of the pipeline core's source, so that a code change invalidates old checkpoints."""
+    """Digest of the pipeline core's source, architectures included, so that a code change invalidates old
+    checkpoints."""
     root = Path(__file__).parent
-    return fingerprint(*[(p.name, file_digest(p)) for p in sorted(root.glob("*.py"))])
+    files = sorted(root.rglob("*.py"))
+    return fingerprint(*[(p.relative_to(root).as_posix(), file_digest(p)) for p in files])
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

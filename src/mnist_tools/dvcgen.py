@@ -80,8 +80,8 @@ def model_fields(config: dict[str, Any]) -> list[dict[str, str]]:
         if arch not in MODELS:
             raise PipelineError(
                 f"models.{name}.arch is {arch!r}, which the registry lacks (fix: name one of "
-                f"{', '.join(sorted(MODELS))}, or register it with @register_model in "
-                "src/mnist_pipeline/models.py)"
+                f"{', '.join(sorted(MODELS))}, or add src/mnist_pipeline/architectures/{arch}.py as the "
+                'README\'s "Adding a model" says)'
             )
         card = MODELS[arch]
         labels = ", ".join(yaml_scalar(label, flow=True) for label in card.labels)

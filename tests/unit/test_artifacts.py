@@ -79,8 +79,10 @@ def test_file_digest_of_a_missing_file(tmp_path: Path) -> None:
 
 def test_package_digest_covers_each_core_module_by_name_and_content() -> None:
     root = Path(artifacts.__file__).parent
-    parts = [[p.name, hashlib.md5(p.read_bytes()).hexdigest()] for p in sorted(root.glob("*.py"))]
+    files = sorted(root.rglob("*.py"))
+    parts = [[p.relative_to(root).as_posix(), hashlib.md5(p.read_bytes()).hexdigest()] for p in files]
     assert len(parts) > 5 and ["artifacts.py", file_digest(root / "artifacts.py")] in parts
+    assert ["architectures/lenet.py", file_digest(root / "architectures" / "lenet.py")] in parts
     expected = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     assert package_digest() == expected
 

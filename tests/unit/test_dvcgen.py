@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_pipeline import models
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models import MODELS, ModelCard
 from mnist_tools import dvcgen
@@ -67,13 +68,15 @@ def test_each_region_gets_its_template_once_per_model_in_params_order() -> None:
 def test_a_card_whose_words_are_yaml_syntax_reads_back_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
     description = "odd: a #hash, [brackets], 'quotes' and \"double\" ones"
     labels = ("mnist", "a, b", "yes", "007", "[x]")
-    monkeypatch.setitem(MODELS, "odd", ModelCard("odd", lambda: None, description, labels, 0))
+    monkeypatch.setitem(models._CARDS, "odd", ModelCard("odd", lambda: None, description, labels, 0))
     parsed = yaml.safe_load(dvcgen.render(TEXT, config(odd="odd")))
     assert parsed["cards"]["odd"] == {"arch": "odd", "desc": description, "labels": list(labels)}
 
 
 def test_the_projects_dvc_yaml_takes_a_new_model_in_every_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(MODELS, "tiny", ModelCard("tiny", lambda: None, "a tiny test model", ("mnist",), 0))
+    monkeypatch.setitem(
+        models._CARDS, "tiny", ModelCard("tiny", lambda: None, "a tiny test model", ("mnist",), 0)
+    )
     params = {"models": {**PARAMS["models"], "tiny": {"arch": "tiny"}}}
     text = (ROOT / "dvc.yaml").read_text()
     rendered = yaml.safe_load(dvcgen.render(text, params))

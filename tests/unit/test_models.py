@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from mnist_pipeline import architectures, models
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.models import MODELS, build_model, count_parameters
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+ARCHITECTURES = ROOT / "src" / "mnist_pipeline" / "architectures"
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -86,7 +91,55 @@ def test_bnnet_blocks_are_conv_batchnorm_relu() -> None:
     ]
 
 
-def test_unknown_name_lists_the_valid_ones() -> None:
-    names = re.escape(", ".join(sorted(MODELS)))  # the registry's, sorted
-    with pytest.raises(PipelineError, match=rf"unknown architecture 'vgg16' \(fix: use one of {names}\)"):
+def test_unknown_name_lists_the_valid_ones_and_where_to_add_one() -> None:
+    names = ", ".join(sorted(MODELS))  # the registry's, sorted
+    with pytest.raises(PipelineError) as error:
         build_model("vgg16")
+    assert str(error.value) == (
+        f"architecture 'vgg16' is not a registered architecture (fix: name one of {names}, or add "
+        'src/mnist_pipeline/architectures/vgg16.py as the README\'s "Adding a model" says)'
+    )
+
+
+def test_the_registry_is_the_modules_in_the_architectures_folder() -> None:
+    files = sorted(p.stem for p in ARCHITECTURES.glob("*.py") if p.stem not in ("__init__", "shared"))
+    assert list(MODELS) == files == ["bnnet", "cnn2", "cnn6", "lenet", "mlp", "resnet18"]
+
+
+def imported_architectures(code: str) -> list[str]:
+    """The architecture modules a fresh interpreter has imported after running code."""
+    probe = (
+        f"import sys\n{code}\nprint(sorted(m for m in sys.modules if m.startswith('mnist_pipeline.arch')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return eval(result.stdout)  # a printed list of str
+
+
+def test_building_one_architecture_imports_only_its_module_and_a_name_check_imports_none() -> None:
+    assert imported_architectures("from mnist_pipeline.models import MODELS\nassert 'lenet' in MODELS") == [
+        "mnist_pipeline.architectures"
+    ]
+    assert imported_architectures("from mnist_pipeline.models import build_model\nbuild_model('mlp')") == [
+        "mnist_pipeline.architectures",
+        "mnist_pipeline.architectures.mlp",
+        "mnist_pipeline.architectures.shared",
+    ]
+
+
+def test_a_module_that_registers_no_architecture_of_its_name_is_one_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "typo.py").write_text(
+        "from mnist_pipeline.architectures.shared import register_model\n"
+        "register_model('typ0', 'a test model', ('test',), 0)(lambda: None)\n"
+    )
+    monkeypatch.setattr(architectures, "__path__", [*architectures.__path__, str(tmp_path)])
+    monkeypatch.setattr(models, "_CARDS", dict(models._CARDS))  # what the test registers goes away with it
+    assert "typo" in MODELS
+    with pytest.raises(PipelineError) as error:
+        build_model("typo")
+    assert str(error.value) == (
+        "src/mnist_pipeline/architectures/typo.py registers no architecture 'typo' (fix: decorate its "
+        'builder with @register_model("typo", ...), as architectures/mlp.py does)'
+    )
+    sys.modules.pop("mnist_pipeline.architectures.typo", None)

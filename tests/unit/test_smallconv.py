@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_pipeline import smallconv
-from mnist_pipeline.models import resnet18
+from mnist_pipeline.architectures.resnet18 import resnet18
 from mnist_pipeline.smallconv import SmallMapConv2d, use_dense_small_maps, use_stock_convs
 
 
