@@ -89,7 +89,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 class FileCheckpointer:
-    """Keeps fit()'s state in one file, ignored unless its fingerprint matches this run's."""
+    """Keeps fit_epochs' per-epoch state in one file, ignored unless its fingerprint matches this run's."""
 
     def __init__(self, path: Path, run_fingerprint: str) -> None:
         self.path = Path(path)

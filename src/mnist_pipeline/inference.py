@@ -97,7 +97,7 @@ def predict_modes(
     device = next(model.parameters()).device
     out: dict[str, list[torch.Tensor]] = {mode: [] for mode in modes}
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device)  # a no-op when fit() moved them already
+        batch = images[start : start + batch_size].to(device)  # a no-op when they are on the device already
         logits = model(preprocessing.input(batch)).float()
         if "plain" in out:
             out["plain"].append(logits.cpu())

@@ -73,7 +73,7 @@ def build_optimizer(model: nn.Module, recipe: ModelParams) -> torch.optim.Optimi
     # (foreach) path takes large float32 square roots from MKL's VML, which rounds 1 ulp differently in
     # ~16% of elements depending on the CPU, whatever numerics mode (docs/results.md: the CPU zoo).
     adams = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    if recipe.optimizer not in adams:  # a recipe built around the loader (dataclasses.replace) lands here
+    if recipe.optimizer not in adams:  # a ModelParams made by hand, past the loader's checks, lands here
         raise ParamsError(f"optimizer {recipe.optimizer!r} is not one of: {', '.join(OPTIMIZERS)}")
     return adams[recipe.optimizer](
         model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True
@@ -175,7 +175,7 @@ def train_one_epoch(
 
 
 class Checkpointer(Protocol):
-    """Where fit() keeps its per-epoch state so that a killed run can resume."""
+    """Where fit_epochs keeps its per-epoch state so that a killed run can resume."""
 
     def load(self) -> dict[str, Any] | None: ...
     def save(self, state: dict[str, Any]) -> None: ...
@@ -360,8 +360,8 @@ def train_recipe(
 ) -> TrainedModel:
     """Train a recipe as the train stage does: seed, build, fit, keep the best weights, choose test shifts.
 
-    The train stage, `make frontier`, the CPU zoo and the benchmark's time-to-accuracy all train
-    through here, so a number from any of them is a number the pipeline would produce.
+    The train stage, `make frontier` and the CPU zoo train through here, so a number from any of them
+    is a number the pipeline would produce; the benchmarks time fit_epochs, the loop inside.
 
     Args:
         recipe: the model's section of params.yaml, validated (params.model_params or params.revise).

@@ -189,7 +189,7 @@ def run_sweep(args: argparse.Namespace, config: dict, mnist: dict[str, tuple], r
     split, settings = preprocess_params(config), train_params(config)
     for seed in args.seeds:
         data = split_train_val(*mnist["train"], split.val_size, split.train_limit, seed)
-        seeded = {**config, "seed": seed}  # as `dvc exp run -S seed=S`: a model's own seed still wins
+        seeded = {**config, "seed": seed}  # as `dvc exp run -S seed=S`: a model's seed_offset adds to it
         for name, count in runs:
             recipe = model_params(seeded, name, MODELS)
             if count:  # validated again: `--runs bnnet:-1` is refused as params.yaml would be
