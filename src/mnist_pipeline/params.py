@@ -312,9 +312,9 @@ def model_params(
             f"no models.{name} in params.yaml; defined models: {', '.join(model_names(config))}"
         )
     path = f"models.{name}"
-    recipe = build_section(ModelParams, models[name], path, handled=(MODEL_SEED,))
-    if MODEL_SEED in models[name]:  # a bad models.<name>.seed_offset fails with the rest of the recipe
-        validate_seed(models[name][MODEL_SEED], f"{path}.{MODEL_SEED}")
+    recipe = build_section(ModelParams, models[name], path, handled=(SEED_OFFSET,))
+    if SEED_OFFSET in models[name]:  # a bad models.<name>.seed_offset fails with the rest of the recipe
+        validate_seed(models[name][SEED_OFFSET], f"{path}.{SEED_OFFSET}")
     return validate_model(recipe, path, architectures)
 
 
@@ -323,15 +323,15 @@ def model_params(
 # another initialisation, order and augmentation, scored on the same val split. An offset rather than a
 # seed of its own, so that `-S seed=N` moves every model together and members of different offsets
 # never share a seed.
-MODEL_SEED = "seed_offset"
+SEED_OFFSET = "seed_offset"
 
 
 def model_seed(config: dict[str, Any], name: str) -> int:
     """The seed models.<name> trains with: the top-level seed plus its `seed_offset` (default 0)."""
     recipe = config["models"][name]
     offset = 0
-    if isinstance(recipe, dict) and MODEL_SEED in recipe:
-        offset = validate_seed(recipe[MODEL_SEED], f"models.{name}.{MODEL_SEED}")
+    if isinstance(recipe, dict) and SEED_OFFSET in recipe:
+        offset = validate_seed(recipe[SEED_OFFSET], f"models.{name}.{SEED_OFFSET}")
     return validate_seed(_section(config, "seed")) + offset
 
 
