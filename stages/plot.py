@@ -26,7 +26,7 @@ from mnist_pipeline.plotting import (
 from mnist_pipeline.runtime import setup_process
 
 GALLERY_SIZE = 24  # most confident mistakes shown per model
-GRID_MODEL = "resnet18"  # seed 000 ends with an 8x8 grid of test images, label → prediction
+GRID_MODEL = "resnet18"  # tutorial 000 ends with an 8x8 grid of test images, label → prediction
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,18 +1,18 @@
-"""Benchmark: the seeds' way of training (torchvision dataset + PIL transforms + DataLoader) against ours.
+"""Benchmark: the tutorials' way of training (torchvision dataset + PIL transforms + DataLoader) against ours.
 
     python -m mnist_tools.bench [--quick | --levers] [--raw data/raw] [--min-run-time 3]
 
 Every rate is measured with torch.utils.benchmark: two warm-up calls, then timed passes until
---min-run-time seconds are spent, in two rounds per table row (seeds' way, ours, matmul, then the
+--min-run-time seconds are spent, in two rounds per table row (tutorials' way, ours, matmul, then the
 reverse order) so that the machine's drifting speed falls on all alike; the table gives the median
 images/s and the spread (half the interquartile range, as a share of the median). For each seed
-model, the same images, model, optimiser and batch size are trained (a) the seeds' way and (b)
+model, the same images, model, optimiser and batch size are trained (a) the tutorials' way and (b)
 through our tensor-resident path, both with the train stage's allocator setting
 (runtime.keep_freed_memory). Each row also gives our rate as a share of the machine's fp32 matmul rate
 (a 2048x2048 matmul timed in the row's rounds), from the FLOPs of one training step
 (torch.utils.flop_counter: forward and backward of the stock modules, so both ways are charged the
-same work). The full mode also times lenet to the seed's 99.16% test accuracy under the seed's
-recipe the seed's way, and under our committed recipe our way (one run each: a time-to-accuracy
+same work). The full mode also times lenet to the tutorial's 99.16% test accuracy under the tutorial's
+recipe the tutorial's way, and under our committed recipe our way (one run each: a time-to-accuracy
 has no replicates).
 --levers times our path alone for every model, one column per speed lever: memory format x
 precision, torch.compile (with its compile seconds), twice the batch size. Needs `dvc repro download`.
@@ -45,7 +45,7 @@ from mnist_pipeline.runtime import setup_process
 from mnist_pipeline.smallconv import use_stock_convs
 from mnist_pipeline.training import build_optimizer, build_seeded, fit_epochs
 
-# The seeds' data pipelines: batch size, normalisation, RandomRotation degrees, DataLoader workers.
+# The tutorials' data pipelines: batch size, normalisation, RandomRotation degrees, DataLoader workers.
 SEED_LOADERS = {
     "resnet18": {"batch_size": 128, "mean": 0.5, "std": 0.5, "rotate": 10, "workers": 2},
     "mlp": {"batch_size": 64, "mean": 0.5, "std": 0.5, "rotate": 0, "workers": 0},
@@ -53,11 +53,11 @@ SEED_LOADERS = {
     "cnn6": {"batch_size": 64, "mean": 0.0, "std": 1.0, "rotate": 0, "workers": 0},
     "cnn2": {"batch_size": 32, "mean": 0.0, "std": 1.0, "rotate": 0, "workers": 0},
 }
-SEED_ACCURACY = 0.9916  # seed 002, SGD 0.1 momentum 0.9, 10 epochs
+TUTORIAL_ACCURACY = 0.9916  # tutorial 002, SGD 0.1 momentum 0.9, 10 epochs
 
 
 def seed_recipe(name: str) -> ModelParams:
-    """An SGD recipe with the seed's batch size, normalisation and rotation (constant lr)."""
+    """An SGD recipe with the tutorial's batch size, normalisation and rotation (constant lr)."""
     cfg = SEED_LOADERS[name]
     return ModelParams(
         arch=name,
@@ -73,10 +73,10 @@ def seed_recipe(name: str) -> ModelParams:
 
 
 def seed_loader(raw: Path, name: str, images: int, batch_size: int | None = None) -> DataLoader:
-    """torchvision MNIST with the seed's PIL transforms, as its DataLoader.
+    """torchvision MNIST with the tutorial's PIL transforms, as its DataLoader.
 
-    Worker processes, where the seed used them, persist between passes: a bench pass is a few
-    batches, and restarting workers each time would charge the seeds' way a cost a real epoch spreads.
+    Worker processes, where the tutorial used them, persist between passes: a bench pass is a few
+    batches, and restarting workers each time would charge the tutorials' way a cost a real epoch spreads.
     """
     cfg = SEED_LOADERS[name]
     steps = ([transforms.RandomRotation(cfg["rotate"])] if cfg["rotate"] else []) + [
@@ -95,7 +95,7 @@ def seed_loader(raw: Path, name: str, images: int, batch_size: int | None = None
 
 
 def seed_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader) -> int:
-    """One pass the seeds' way; returns the number of images trained on."""
+    """One pass the tutorials' way; returns the number of images trained on."""
     model.train()
     seen = 0
     for x, y in loader:
@@ -190,7 +190,7 @@ def stock_model(arch: str) -> nn.Module:
 
 
 def seed_work(raw: Path, name: str, images: int) -> Callable[[], Any]:
-    """One pass the seeds' way over the first `images` training images per call, on a model built once."""
+    """One pass the tutorials' way over the first `images` training images per call, on a model built once."""
     recipe = seed_recipe(name)
     torch.manual_seed(0)
     model = stock_model(name)
@@ -202,8 +202,8 @@ def seed_work(raw: Path, name: str, images: int) -> Callable[[], Any]:
 def throughput(
     raw: Path, name: str, images: int, committed: ModelParams, threads: int = 2, min_run_time: float = 3.0
 ) -> dict[str, Rate]:
-    """Images/s the seeds' way ("seed") and our way ("ours"), same model, optimiser, batch size and images,
-    and matmuls/s of the machine's reference matmul ("matmul"), all timed in the same rounds.
+    """Images/s the tutorials' way ("seed") and our way ("ours"), same model, optimiser, batch size and
+    images, and matmuls/s of the machine's reference matmul ("matmul"), all timed in the same rounds.
 
     Our way takes the memory format and bf16 autocast of the committed recipe (params.yaml).
     """
@@ -274,7 +274,7 @@ def accuracy_on(
 
 
 def time_to_accuracy_seed_way(raw: Path, epochs: int) -> tuple[float | None, float]:
-    """Seconds of training and test scoring until lenet reaches SEED_ACCURACY the seed's way."""
+    """Seconds of training and test scoring until lenet reaches TUTORIAL_ACCURACY the tutorial's way."""
     torch.manual_seed(0)
     model = build_model("lenet")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -286,13 +286,13 @@ def time_to_accuracy_seed_way(raw: Path, epochs: int) -> tuple[float | None, flo
         seed_epoch(model, optimizer, loader)
         accuracy = accuracy_on(model, test, Preprocessing(mean=0.5, std=0.5, channels_last=False))
         elapsed += time.perf_counter() - start
-        if accuracy >= SEED_ACCURACY:
+        if accuracy >= TUTORIAL_ACCURACY:
             return elapsed, accuracy
     return None, accuracy
 
 
 def time_to_accuracy_our_way(raw: Path, recipe: ModelParams) -> tuple[float | None, float]:
-    """Seconds of training and test scoring until lenet reaches SEED_ACCURACY with our recipe and loop.
+    """Seconds of training and test scoring until lenet reaches TUTORIAL_ACCURACY with our recipe and loop.
 
     fit_epochs scores its val split after every epoch: here that split is the test set.
     """
@@ -304,7 +304,7 @@ def time_to_accuracy_our_way(raw: Path, recipe: ModelParams) -> tuple[float | No
         model, revise(recipe, "models.lenet", patience=0), (images, labels), test, 0, 1000
     ):
         elapsed, accuracy = elapsed + epoch.row["seconds"], epoch.row["val_acc"]
-        if accuracy >= SEED_ACCURACY:
+        if accuracy >= TUTORIAL_ACCURACY:
             return elapsed, accuracy
     return None, accuracy
 
@@ -365,13 +365,13 @@ def print_levers(args: argparse.Namespace, params: dict, header: str) -> None:
 
 
 def print_rates(args: argparse.Namespace, params: dict, header: str) -> None:
-    """Images/s the seeds' way and ours, per seed model, with the matmul rate of the same rounds."""
+    """Images/s the tutorials' way and ours, per tutorial model, with the matmul rate of the same rounds."""
     print(
         f"{header}; same model, optimiser, batch size and images both ways; each row's rates and its "
         f"{MATMUL_N}x{MATMUL_N} fp32 matmul timed in the same rounds\n"
     )
     print(
-        "| model | batch | images per pass | MFLOP per image | seeds' way (DataLoader + PIL) "
+        "| model | batch | images per pass | MFLOP per image | tutorials' way (DataLoader + PIL) "
         "| ours (tensors) | ratio | fp32 matmul GFLOP/s | ours, % of fp32 matmul |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -390,14 +390,14 @@ def print_rates(args: argparse.Namespace, params: dict, header: str) -> None:
 
 
 def print_time_to_accuracy(args: argparse.Namespace, params: dict) -> None:
-    """lenet's training seconds to the seed's accuracy, the seed's recipe and way against ours."""
+    """lenet's training seconds to the tutorial's accuracy, the tutorial's recipe and way against ours."""
     print(
-        f"\nlenet, training seconds until test accuracy >= {SEED_ACCURACY:.2%} "
+        f"\nlenet, training seconds until test accuracy >= {TUTORIAL_ACCURACY:.2%} "
         "(checked after each epoch; one run):"
     )
     seconds, accuracy = time_to_accuracy_seed_way(args.raw, epochs=10)
     print(
-        "- seed recipe (SGD 0.1, constant), the seeds' way: "
+        "- seed recipe (SGD 0.1, constant), the tutorials' way: "
         + (f"{seconds:.0f} s" if seconds else f"not reached in 10 epochs (last: {accuracy:.2%})"),
         flush=True,
     )

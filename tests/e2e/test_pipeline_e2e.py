@@ -24,11 +24,11 @@ from mnist_tools.smoke import git
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-# the seeds' models: their registry cards carry a seed-NNN label (ours is "ours")
-SEED_MODELS = [
+# the tutorials' models: their registry cards carry a tutorial-NNN label (ours is "ours")
+TUTORIAL_MODELS = [
     name
     for name, recipe in yaml.safe_load((ROOT / "params.yaml").read_text())["models"].items()
-    if any(label.startswith("seed-") for label in MODELS[recipe["arch"]].labels)
+    if any(label.startswith("tutorial-") for label in MODELS[recipe["arch"]].labels)
 ]
 
 
@@ -59,7 +59,7 @@ def test_smoke_ran_every_stage(template: Path) -> None:
     lock = yaml.safe_load((template / "dvc.lock").read_text())
     names = all_stages(template)
     models = all_models(template)
-    assert len(SEED_MODELS) == 5 and set(models) >= set(SEED_MODELS) | {"bnnet"}
+    assert len(TUTORIAL_MODELS) == 5 and set(models) >= set(TUTORIAL_MODELS) | {"bnnet"}
     assert set(lock["stages"]) == names
     assert names == {"validate", "download", "preprocess", "ensemble", "summary", "plot"} | {
         f"{stage}@{m}" for stage in ("train", "evaluate") for m in models
@@ -243,7 +243,7 @@ def test_changing_one_lr_reruns_only_that_model(repo: Path) -> None:
     }
     metrics_diff = json.loads(dvc(repo, "metrics", "diff", "main", "--json"))
     assert "accuracy" in metrics_diff["metrics/lenet.json"]
-    assert not {f"metrics/{m}.json" for m in SEED_MODELS if m != "lenet"} & set(metrics_diff)
+    assert not {f"metrics/{m}.json" for m in TUTORIAL_MODELS if m != "lenet"} & set(metrics_diff)
 
 
 CHARTS = {  # plot id in dvc.yaml → the folder whose per-model CSVs it combines

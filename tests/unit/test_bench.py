@@ -46,7 +46,7 @@ def test_seed_loader_yields_the_first_images_with_the_seed_normalisation(tiny_ra
 
 def test_seed_loader_rotates_when_the_seed_did(tiny_raw: Path) -> None:
     cfg = bench.SEED_LOADERS["resnet18"]
-    assert cfg["rotate"] == 10 and cfg["workers"] == 2  # seed 000: RandomRotation(10), two loader workers
+    assert cfg["rotate"] == 10 and cfg["workers"] == 2  # tutorial 000: RandomRotation(10), two loader workers
     x = torch.cat([batch for batch, _ in seed_loader(tiny_raw, "resnet18", images=40)])
     rotated = set(as_bytes(unnormalise(x, cfg["mean"], cfg["std"])))
     plain = set(as_bytes(load_raw(tiny_raw, train=True)[0][:40]))
@@ -81,7 +81,7 @@ def test_both_paths_train_on_the_same_images(tiny_raw: Path, monkeypatch: pytest
         all(images == seen["seed"][0] for images in seen["seed"] + seen["ours"])
         and len(seen["seed"][0]) == 64
     )
-    # ours differs from the seed's recipe only in the committed memory format and autocast (and a run
+    # ours differs from the tutorial's recipe only in the committed memory format and autocast (and a run
     # planned long enough that its schedule never ends, without early stopping)
     assert set(seen["recipe"]) == {
         dataclasses.replace(
@@ -208,12 +208,12 @@ def test_time_to_accuracy_stops_at_the_first_epoch_that_reaches_it(
             else bench.time_to_accuracy_our_way(tiny_raw, recipe)
         )
 
-    monkeypatch.setattr(bench, "SEED_ACCURACY", 0.0)
+    monkeypatch.setattr(bench, "TUTORIAL_ACCURACY", 0.0)
     seconds, accuracy = run()
     assert len(epochs) == 1 and seconds is not None and seconds > 0 and 0 <= accuracy <= 1
 
     epochs.clear()
-    monkeypatch.setattr(bench, "SEED_ACCURACY", 1.01)  # out of reach: every epoch runs, no time comes back
+    monkeypatch.setattr(bench, "TUTORIAL_ACCURACY", 1.01)  # out of reach: every epoch runs, no time back
     seconds, accuracy = run()
     assert len(epochs) == 3 and seconds is None and 0 <= accuracy <= 1
 

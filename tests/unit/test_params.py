@@ -52,8 +52,8 @@ def raw() -> dict:
 
 def test_committed_params_are_valid(raw: dict) -> None:
     check_params(raw, MODELS)
-    seeds = {name for name, card in MODELS.items() if any(label.startswith("seed-") for label in card.labels)}
-    assert len(seeds) == 5 and {recipe["arch"] for recipe in raw["models"].values()} >= seeds
+    tutorials = {n for n, card in MODELS.items() if any(lab.startswith("tutorial-") for lab in card.labels)}
+    assert len(tutorials) == 5 and {recipe["arch"] for recipe in raw["models"].values()} >= tutorials
 
 
 def test_committed_sections_load(raw: dict) -> None:

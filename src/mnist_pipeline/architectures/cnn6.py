@@ -1,4 +1,4 @@
-"""Seed 003: six 3x3 convs and one dense layer."""
+"""Tutorial 003: six 3x3 convs and one dense layer."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from mnist_pipeline.architectures.shared import NUM_CLASSES, register_model
 
 @register_model(
     "cnn6",
-    "six 3x3 convs and one linear layer (seed 003)",
-    ("mnist", "seed-003", "convnet"),
+    "six 3x3 convs and one linear layer (tutorial 003)",
+    ("mnist", "tutorial-003", "convnet"),
     # convs 1→16, 16→16, 16→32, 32→32, 32→64, 64→64 (3x3), fc 64x7x7→10
     parameters=(16 * 9 + 16)
     + (16 * 16 * 9 + 16)
@@ -22,7 +22,7 @@ from mnist_pipeline.architectures.shared import NUM_CLASSES, register_model
     + (3136 * 10 + 10),
 )
 class CNN6(nn.Module):
-    """Seed 003: six 3x3 convs (16,16,32,32,64,64) with two max-pools and one Linear."""
+    """Tutorial 003: six 3x3 convs (16,16,32,32,64,64) with two max-pools and one Linear."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Seed 000: torchvision's ResNet18 with a 1-channel stem and a 10-way head."""
+"""Tutorial 000: torchvision's ResNet18 with a 1-channel stem and a 10-way head."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from mnist_pipeline.architectures.shared import NUM_CLASSES, register_model, use
 
 @register_model(
     "resnet18",
-    "ResNet18 with a 1-channel 7x7 stem (seed 000), 11.2M parameters",
-    ("mnist", "seed-000", "convnet", "resnet"),
+    "ResNet18 with a 1-channel 7x7 stem (tutorial 000), 11.2M parameters",
+    ("mnist", "tutorial-000", "convnet", "resnet"),
     # torchvision ResNet18 (11,689,512) with conv1 1x64x7x7 (-3 input channels: -6,272)
     # and fc 512x10+10 instead of 512x1000+1000 (-507,870)
     parameters=11_689_512 - 6_272 - 507_870,
 )
 def resnet18() -> nn.Module:
-    """Seed 000: torchvision ResNet18 with a 1-channel 7x7/2 stem and a 10-way head."""
+    """Tutorial 000: torchvision ResNet18 with a 1-channel 7x7/2 stem and a 10-way head."""
     from torchvision.models import resnet18 as torchvision_resnet18  # ~3 s to import: only where it is used
 
     model = torchvision_resnet18(weights=None, num_classes=NUM_CLASSES)

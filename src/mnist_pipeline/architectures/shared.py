@@ -1,5 +1,5 @@
 """What every architecture module imports: the registration decorator, the number of classes, and the
-layers several architectures share (the two-conv net of seeds 002 and 004, and the small-map
+layers several architectures share (the two-conv net of tutorials 002 and 004, and the small-map
 convolution that ResNet18's deepest layers run with).
 
 Every train and evaluate stage depends on this file: an edit here reruns every model.
@@ -20,7 +20,7 @@ NUM_CLASSES = 10
 
 
 class TwoConvNet(nn.Module):
-    """Seeds 002 and 004: conv 3x3 → pool → conv 3x3 → pool → fc → fc, at the widths each used."""
+    """Tutorials 002 and 004: conv 3x3 → pool → conv 3x3 → pool → fc → fc, at the widths each used."""
 
     def __init__(self, conv1: int, conv2: int, hidden: int) -> None:
         super().__init__()
@@ -33,5 +33,5 @@ class TwoConvNet(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(torch.flatten(x, 1)))
-        # Seed 002 ends in log_softmax + nll_loss; logits + cross_entropy is the same loss.
+        # Tutorial 002 ends in log_softmax + nll_loss; logits + cross_entropy is the same loss.
         return self.fc2(x)
