@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.files import write_json
-from mnist_pipeline.inference import score
+from mnist_pipeline.inference import rank, score
 
 ENSEMBLE_FORMAT = "mnist-pipeline-ensemble/3"  # /3: the digest of its own contents
 
@@ -106,7 +106,7 @@ def _best_single(
     """The best candidate (val accuracy, then calibrated cross-entropy; name order among equals), and
     every candidate's (accuracy, loss)."""
     singles = {name: _score(probs[name].clamp_min(1e-12).log(), val_labels) for name in sorted(probs)}
-    return max(singles, key=lambda name: (singles[name][0], -singles[name][1])), singles
+    return max(singles, key=lambda name: rank(*singles[name])), singles
 
 
 def near_best_average(
@@ -156,9 +156,6 @@ def caruana_selection(
     temperatures = temperatures or fit_temperatures(val_logits, val_labels)
     probs = {name: calibrated_probs(val_logits[name], temperatures[name]) for name in names}
 
-    def order(score: tuple[float, float]) -> tuple[float, float]:
-        return (score[0], -score[1])  # higher accuracy, then lower loss
-
     first, singles = _best_single(probs, val_labels)
     picked = [first]
     total = probs[first].clone()
@@ -171,11 +168,11 @@ def caruana_selection(
         trials = {
             name: _score(((total + probs[name]) / count).clamp_min(1e-12).log(), val_labels) for name in names
         }
-        chosen = max(names, key=lambda name: order(trials[name]))
+        chosen = max(names, key=lambda name: rank(*trials[name]))
         picked.append(chosen)
         total += probs[chosen]
         log_rounds.append({"added": chosen, "val_accuracy": trials[chosen][0], "val_loss": trials[chosen][1]})
-        if order(trials[chosen]) > order(best_score):
+        if rank(*trials[chosen]) > rank(*best_score):
             best_score, best_count = trials[chosen], count
     kept = picked[:best_count]
     weights = {name: round(kept.count(name) / best_count, 6) for name in names if name in kept}

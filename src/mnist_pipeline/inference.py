@@ -136,6 +136,11 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     }
 
 
+def rank(accuracy: float, loss: float) -> tuple[float, float]:
+    """The order every choice on val ranks by: higher accuracy, then lower cross-entropy (max() picks)."""
+    return accuracy, -loss
+
+
 def choose_test_shifts(
     model: nn.Module,
     setting: str,
@@ -154,5 +159,5 @@ def choose_test_shifts(
     scores = {mode: score(output, labels) for mode, output in outputs.items()}
     if setting != "auto":
         return setting == "always", scores
-    rank = {mode: (s["accuracy"], -s["loss"]) for mode, s in scores.items()}
-    return rank["shifted"] > rank["plain"], scores
+    ranks = {mode: rank(s["accuracy"], s["loss"]) for mode, s in scores.items()}
+    return ranks["shifted"] > ranks["plain"], scores

@@ -29,7 +29,7 @@ from mnist_pipeline.data import load_raw, split_train_val
 from mnist_pipeline.ensembling import choose_ensemble, combine
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.files import save_torch
-from mnist_pipeline.inference import predict_modes, score
+from mnist_pipeline.inference import predict_modes, rank, score
 from mnist_pipeline.models import MODELS
 from mnist_pipeline.params import (
     ensemble_params,
@@ -84,11 +84,8 @@ def combine_runs(
             )
         saved = torch.load(path, weights_only=True)
         plain, shifted = score(saved["val_plain"], val_labels), score(saved["val_shifted"], val_labels)
-        mode = (
-            "shifted"
-            if (shifted["accuracy"], -shifted["loss"]) > (plain["accuracy"], -plain["loss"])
-            else "plain"
-        )
+        better = rank(shifted["accuracy"], shifted["loss"]) > rank(plain["accuracy"], plain["loss"])
+        mode = "shifted" if better else "plain"
         key = f"{name}:{epochs}"
         val[key], test[key] = saved[f"val_{mode}"], saved[f"test_{mode}"]
     params = ensemble_params(config)

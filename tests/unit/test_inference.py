@@ -14,6 +14,7 @@ from mnist_pipeline.inference import (
     Preprocessing,
     choose_test_shifts,
     predict_logits,
+    rank,
     select_device,
     shift_images,
 )
@@ -269,3 +270,9 @@ def test_a_fixed_shift_setting_is_kept_and_scored_its_one_way(setting: str, expe
     shifted, scores = choose_test_shifts(model, setting, images, labels, 10, Preprocessing(0, 1, False))
     assert shifted is expected and list(scores) == ["shifted" if expected else "plain"]
     assert scores[list(scores)[0]]["accuracy"] == pytest.approx(0.2 if expected else 0.9)
+
+
+def test_choices_rank_by_accuracy_then_lower_loss() -> None:
+    scores = [(0.98, 0.05), (0.99, 0.30), (0.99, 0.20), (0.97, 0.01)]
+    assert max(scores, key=lambda s: rank(*s)) == (0.99, 0.20)
+    assert sorted(scores, key=lambda s: rank(*s)) == [(0.97, 0.01), (0.98, 0.05), (0.99, 0.30), (0.99, 0.20)]
