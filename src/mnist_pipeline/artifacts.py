@@ -17,7 +17,7 @@ from torch import nn
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.files import file_digest, fingerprint, save_torch
 from mnist_pipeline.inference import Preprocessing, predict_logits
-from mnist_pipeline.models import MODELS, build_model
+from mnist_pipeline.models import MODELS, build_model, unknown_architecture
 
 MODEL_FORMAT = "mnist-pipeline-model/4"  # /4: the digest of its own contents
 CHECKPOINT_FORMAT = "mnist-pipeline-checkpoint/1"
@@ -236,10 +236,7 @@ class ModelFile:
                 f"{repair_hint(path, made_by)}"
             )
         if saved["arch"] not in MODELS:
-            raise ModelFileError(
-                f"{path} names unknown architecture {saved['arch']!r} (fix: use a version of the project "
-                f"that registers it; this one has {', '.join(sorted(MODELS))})"
-            )
+            raise ModelFileError(unknown_architecture(saved["arch"], str(path)))
         try:
             preprocessing = Preprocessing(**saved["preprocessing"])
         except TypeError:

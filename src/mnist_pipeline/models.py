@@ -82,16 +82,19 @@ class Registry(Mapping[str, ModelCard]):
 MODELS = Registry()
 
 
-def architecture(arch: str, where: str = "architecture") -> ModelCard:
-    """The card of a registered architecture; an unknown name is one error naming the valid ones.
+def unknown_architecture(arch: object, where: str = "") -> str:
+    """The one message for a name the registry lacks; where: what names it (a params key, a model file)."""
+    return (
+        f"{arch!r}{f' in {where}' if where else ''} is not a registered architecture (fix: name one of "
+        f"{', '.join(MODELS)}, or add src/mnist_pipeline/architectures/{arch}.py as the README's \"Adding "
+        'a model" says)'
+    )
 
-    where: what names the architecture (a params key, a model file), for the message.
-    """
+
+def architecture(arch: str, where: str = "") -> ModelCard:
+    """The card of a registered architecture; an unknown name is one error naming the valid ones."""
     if arch not in MODELS:
-        raise PipelineError(
-            f"{where} {arch!r} is not a registered architecture (fix: name one of {', '.join(MODELS)}, or "
-            f'add src/mnist_pipeline/architectures/{arch}.py as the README\'s "Adding a model" says)'
-        )
+        raise PipelineError(unknown_architecture(arch, where))
     return MODELS[arch]
 
 

@@ -33,7 +33,7 @@ import yaml
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.files import write_text
-from mnist_pipeline.models import MODELS
+from mnist_pipeline.models import architecture
 from mnist_pipeline.params import load_params, model_names
 
 START = re.compile(r"^(?P<indent> *)# for each model in params\.yaml, `make dvc-yaml` writes( \(.*\))?:$")
@@ -77,13 +77,7 @@ def model_fields(config: dict[str, Any]) -> list[dict[str, str]]:
                 f"a model may not be named {RESERVED}: the ensemble's files have that name "
                 f"(fix: rename models.{RESERVED} in params.yaml)"
             )
-        if arch not in MODELS:
-            raise PipelineError(
-                f"models.{name}.arch is {arch!r}, which the registry lacks (fix: name one of "
-                f"{', '.join(sorted(MODELS))}, or add src/mnist_pipeline/architectures/{arch}.py as the "
-                'README\'s "Adding a model" says)'
-            )
-        card = MODELS[arch]
+        card = architecture(arch, f"models.{name}.arch")
         labels = ", ".join(yaml_scalar(label, flow=True) for label in card.labels)
         fields.append(
             {

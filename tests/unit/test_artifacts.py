@@ -399,8 +399,9 @@ def test_unknown_architecture(tmp_path: Path) -> None:
         load_model(path)
     assert sorted(MODELS) == ["bnnet", "cnn2", "cnn6", "lenet", "mlp", "resnet18"]
     assert str(info.value) == (
-        f"{path} names unknown architecture 'alexnet' (fix: use a version of the project "
-        "that registers it; this one has bnnet, cnn2, cnn6, lenet, mlp, resnet18)"
+        f"'alexnet' in {path} is not a registered architecture (fix: name one of bnnet, cnn2, cnn6, lenet, "
+        'mlp, resnet18, or add src/mnist_pipeline/architectures/alexnet.py as the README\'s "Adding a model" '
+        "says)"
     )
 
 

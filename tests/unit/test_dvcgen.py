@@ -153,7 +153,7 @@ def test_a_broken_region_is_one_line_naming_the_line(text: str, problem: str) ->
 
 def test_an_unregistered_arch_or_a_model_named_ensemble_is_refused() -> None:
     with pytest.raises(
-        PipelineError, match=r"models.new.arch is 'lenett', which the registry lacks \(fix: name"
+        PipelineError, match=r"'lenett' in models.new.arch is not a registered architecture \(fix: name one"
     ):
         dvcgen.render(TEXT, config(new="lenett"))
     with pytest.raises(PipelineError, match="a model may not be named ensemble"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline import artifacts
+from mnist_pipeline import artifacts, models
 from mnist_pipeline.cli import run
 from mnist_pipeline.errors import PipelineError
 from mnist_tools import mutation, smoke
@@ -82,6 +82,9 @@ def test_every_expected_error_says_the_fix() -> None:
         and "{NO_REMOTE}" not in text
         and "{repair_hint(" not in text
     ]
+    # ModelFile.load raises models.unknown_architecture's message, which has its fix
+    assert "(fix: " in models.unknown_architecture("vgg16")
+    lacking = [(where, text) for where, text in lacking if text or "artifacts.py:" not in where]
     # predict's load_image passes on to_mnist's ValueError, whose one message has its fix
     assert [text for _, text in lacking] == ["{path}: {e}"]
     assert (

@@ -96,7 +96,7 @@ def test_unknown_name_lists_the_valid_ones_and_where_to_add_one() -> None:
     with pytest.raises(PipelineError) as error:
         build_model("vgg16")
     assert str(error.value) == (
-        f"architecture 'vgg16' is not a registered architecture (fix: name one of {names}, or add "
+        f"'vgg16' is not a registered architecture (fix: name one of {names}, or add "
         'src/mnist_pipeline/architectures/vgg16.py as the README\'s "Adding a model" says)'
     )
 
