@@ -50,7 +50,7 @@ def ensemble_metrics(
         val_accuracy=record.val_accuracy,
         val_loss=round(chosen.val_loss, 6),
         rule=chosen.rule,
-        why=choice.reason(images),  # the sentence is in models/ensemble.json
+        why=choice.reason(),  # the whole sentence is printed below
         val_errors=chosen.val_errors(images),
         cv_val_errors=choice.cv_errors[chosen.rule],  # out of fold: what the rules were compared on
         alternative={

@@ -20,7 +20,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.files import write_json
 from mnist_pipeline.inference import rank, score
 
-ENSEMBLE_FORMAT = "mnist-pipeline-ensemble/3"  # /3: the digest of its own contents
+ENSEMBLE_FORMAT = "mnist-pipeline-ensemble/4"  # /3: its digest; /4: rule and why as metrics/ensemble.json
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -196,7 +196,7 @@ class Choice:
     why: str
     cv_errors: dict[str, int]  # rule → out-of-fold val errors
 
-    def reason(self, images: int) -> str:
+    def reason(self) -> str:
         """The why in a few words, for metrics/ensemble.json (which `dvc metrics diff` prints whole)."""
         ours, theirs = self.cv_errors[self.chosen.rule], self.cv_errors[self.other.rule]
         tie = "; a tie goes to the average" if ours == theirs else ""
@@ -302,13 +302,14 @@ _FIELDS: dict[str, type] = {
     "temperatures": dict,
     "val_accuracy": float,
     "rule": str,
+    "method": str,
     "why": str,
     "alternative": dict,
     "rounds": list,
 }
 
 
-def rule_text(selection: Selection, rounds: int, within_errors: int) -> str:
+def method_text(selection: Selection, rounds: int, within_errors: int) -> str:
     """How a selection's members were chosen, in words."""
     if selection.rule == "caruana":
         return (
@@ -328,9 +329,10 @@ class EnsembleFile:
     members: dict[str, float]  # member → weight; the weights sum to 1
     temperatures: dict[str, float]  # member → the temperature its logits are divided by
     val_accuracy: float
-    rule: str  # how the members were chosen, in words
-    why: str  # why this rule and not the other, with both val scores
-    alternative: dict[str, Any]  # the rule not used: rule, members, val_accuracy
+    rule: str  # "caruana" or "near-best average", as metrics/ensemble.json names it
+    method: str  # how that rule chose the members, in words
+    why: str  # why this rule and not the other: both out-of-fold val error counts, as in the metrics
+    alternative: dict[str, Any]  # the rule not used: rule, method, members, val_accuracy
     rounds: list[dict[str, float | str]]  # Caruana's search, for the record: what each round added, val after
 
     @classmethod
@@ -342,10 +344,12 @@ class EnsembleFile:
             members=chosen.weights,
             temperatures={name: chosen.temperatures[name] for name in chosen.weights},
             val_accuracy=round(chosen.val_accuracy, 6),
-            rule=rule_text(chosen, rounds, within_errors),
-            why=choice.why,
+            rule=chosen.rule,
+            method=method_text(chosen, rounds, within_errors),
+            why=choice.reason(),
             alternative={
-                "rule": rule_text(other, rounds, within_errors),
+                "rule": other.rule,
+                "method": method_text(other, rounds, within_errors),
                 "members": other.weights,
                 "val_accuracy": round(other.val_accuracy, 6),
             },

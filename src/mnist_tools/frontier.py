@@ -95,7 +95,7 @@ def combine_runs(
         "rule": chosen.rule,
         "weights": chosen.weights,
         "val": chosen.val_accuracy,
-        "why": choice.reason(len(val_labels)),
+        "why": choice.reason(),
         "test_logits": combine(test, chosen.weights, chosen.temperatures),
         "other": f"{other.rule} of {', '.join(other.weights)}: val {other.val_accuracy:.4f}",
     }

@@ -109,7 +109,8 @@ def test_the_ensemble_is_chosen_on_val_and_each_model_scored_as_its_file_says(te
     rules = {metrics["rule"], metrics["alternative"]["rule"]}
     assert rules == {"caruana", "near-best average"}
     assert ours < theirs if metrics["rule"] == "caruana" else ours <= theirs
-    assert metrics["why"].startswith(f"{ours} out-of-fold val errors against {theirs}") and chosen["why"]
+    assert metrics["why"].startswith(f"{ours} out-of-fold val errors against {theirs}")
+    assert (chosen["rule"], chosen["why"]) == (metrics["rule"], metrics["why"])  # one meaning per key
     assert chosen["rounds"][0] == {
         "added": metrics["best_member"],
         "val_accuracy": best,

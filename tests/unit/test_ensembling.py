@@ -139,11 +139,11 @@ def test_the_average_is_used_unless_caruana_makes_fewer_out_of_fold_errors() -> 
     assert beat.chosen.val_errors(40) == beat.other.val_errors(40) == 0  # in sample: a tie
     assert beat.cv_errors == {"near-best average": 0, "caruana": 2}
     assert beat.chosen.rule == "near-best average" and set(beat.chosen.weights) == {"a", "b", "c"}
-    assert beat.reason(40) == "0 out-of-fold val errors against 2"
+    assert beat.reason() == "0 out-of-fold val errors against 2"
     tie = choose_ensemble(candidates, labels, rounds=5, within_errors=2, folds=5)
     assert tie.cv_errors == {"near-best average": 2, "caruana": 2}
     assert tie.chosen.rule == "near-best average" and tie.other.rule == "caruana"
-    assert tie.reason(40) == "2 out-of-fold val errors against 2; a tie goes to the average"
+    assert tie.reason() == "2 out-of-fold val errors against 2; a tie goes to the average"
     assert tie.why == (
         "the equal average of the models within 2 val errors of the best tied Caruana's weights on val "
         "images they were not fitted to (5-fold out-of-fold val errors: 2 against 2 of 40); a tie goes to "
@@ -153,7 +153,7 @@ def test_the_average_is_used_unless_caruana_makes_fewer_out_of_fold_errors() -> 
     beaten = choose_ensemble(candidates, labels, rounds=5, within_errors=0, folds=5)
     assert beaten.cv_errors == {"near-best average": 4, "caruana": 2}
     assert beaten.chosen.rule == "caruana" and beaten.other.weights == {"a": 1.0}
-    assert beaten.reason(40) == "2 out-of-fold val errors against 4"
+    assert beaten.reason() == "2 out-of-fold val errors against 4"
     assert beaten.why == (
         "Caruana's weights made fewer mistakes on val images they were not fitted to than the equal "
         "average of the near-best models (5-fold out-of-fold val errors: 2 against 4 of 40)"
@@ -313,12 +313,14 @@ def test_an_ensemble_file_records_the_choice_and_reads_back(tmp_path: Path) -> N
         members={"b": 0.75, "a": 0.25},
         temperatures={"b": 0.5, "a": 1.23456},  # the members' only, in their order
         val_accuracy=0.991235,
-        rule="Caruana selection with replacement on val (20 rounds) from the best model: val accuracy, "
+        rule="caruana",
+        method="Caruana selection with replacement on val (20 rounds) from the best model: val accuracy, "
         "ties by the cross-entropy of the temperature-calibrated average",
-        why="because",
+        why="20 out-of-fold val errors against 25",  # as metrics/ensemble.json says it
         alternative={
-            "rule": "equal-weight average of the temperature-calibrated models within 3 val errors of the "
-            "best (b)",
+            "rule": "near-best average",
+            "method": "equal-weight average of the temperature-calibrated models within 3 val errors of "
+            "the best (b)",
             "members": {"a": 0.5, "b": 0.5},
             "val_accuracy": 0.981235,
         },
@@ -331,10 +333,11 @@ def test_an_ensemble_file_records_the_choice_and_reads_back(tmp_path: Path) -> N
     text = (tmp_path / "ensemble.json").read_text()
     saved = json.loads(text)
     assert list(saved) == [
-        "format", "members", "temperatures", "val_accuracy", "rule", "why", "alternative", "rounds", "digest"
+        "format", "members", "temperatures", "val_accuracy", "rule", "method", "why", "alternative", "rounds",
+        "digest",
     ]  # fmt: skip
     assert saved["digest"] == json_digest({key: value for key, value in saved.items() if key != "digest"})
-    assert saved["format"] == ENSEMBLE_FORMAT == "mnist-pipeline-ensemble/3"
+    assert saved["format"] == ENSEMBLE_FORMAT == "mnist-pipeline-ensemble/4"
     assert text == json.dumps(saved, indent=2) + "\n"
     assert EnsembleFile.load(tmp_path / "ensemble.json") == record
 
@@ -343,8 +346,9 @@ def test_an_average_keeps_caruanas_search_for_the_record() -> None:
     picked = choice()
     swapped = Choice(chosen=picked.other, other=picked.chosen, why="tie", cv_errors=picked.cv_errors)
     record = EnsembleFile.from_choice(swapped, rounds=20, within_errors=3)
-    assert record.members == {"a": 0.5, "b": 0.5} and record.rule.startswith("equal-weight average")
-    assert record.alternative["rule"].startswith("Caruana") and [r["added"] for r in record.rounds] == [
+    assert record.members == {"a": 0.5, "b": 0.5} and record.method.startswith("equal-weight average")
+    assert record.rule == "near-best average" and record.alternative["rule"] == "caruana"
+    assert record.alternative["method"].startswith("Caruana") and [r["added"] for r in record.rounds] == [
         "b",
         "a",
     ]
@@ -355,6 +359,7 @@ RECORD = {
     "temperatures": {"a": 1.0},
     "val_accuracy": 0.9,
     "rule": "r",
+    "method": "m",
     "why": "w",
     "alternative": {},
     "rounds": [],

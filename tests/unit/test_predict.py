@@ -348,6 +348,7 @@ def ensemble_dir(tmp_path: Path) -> Path:
         temperatures={"lenet": 2.0, "mlp": 0.5},
         val_accuracy=0.5,
         rule="chosen by the test",
+        method="by hand",
         why="a test needs it",
         alternative={},
         rounds=[],
@@ -460,16 +461,17 @@ def test_ensemble_names_a_missing_member_and_the_fix(
         (
             '{"members": {"lenet": 1.0}, "temperatures": {"lenet": 1.0}}',
             "models/ensemble.json is a file from before ensemble files had a format; this version reads "
-            "mnist-pipeline-ensemble/3 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
+            "mnist-pipeline-ensemble/4 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
         ),
         (
             '{"format": "mnist-pipeline-ensemble/1", "members": {"lenet": 1.0}}',
             "models/ensemble.json is a mnist-pipeline-ensemble/1 file; this version reads "
-            "mnist-pipeline-ensemble/3 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
+            "mnist-pipeline-ensemble/4 (fix: rerun the ensemble stage with `dvc repro -f ensemble`)",
         ),
         (
-            '{"format": "mnist-pipeline-ensemble/3", "members": {}, "temperatures": {}}',
-            "models/ensemble.json lacks or mistypes val_accuracy, rule, why, alternative, rounds (fix: rerun",
+            '{"format": "mnist-pipeline-ensemble/4", "members": {}, "temperatures": {}}',
+            "models/ensemble.json lacks or mistypes val_accuracy, rule, method, why, alternative, rounds "
+            "(fix: rerun",
         ),
     ],
 )
