@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -13,10 +14,10 @@ from mnist_pipeline.data import load_split
 from mnist_pipeline.environment import bit_class, runtime_environment
 from mnist_pipeline.files import file_digest, fingerprint, write_csv, write_json
 from mnist_pipeline.models import MODELS, count_parameters
-from mnist_pipeline.params import model_params, model_seed, train_params
+from mnist_pipeline.params import ModelParams, TrainParams, model_params, model_seed, train_params
 from mnist_pipeline.progress import progress_to
-from mnist_pipeline.runtime import setup_process
-from mnist_pipeline.training import Epoch, train_recipe
+from mnist_pipeline.runtime import Runtime, setup_process
+from mnist_pipeline.training import Epoch, TrainedModel, train_recipe
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,6 +48,50 @@ def report_epoch(args: argparse.Namespace, epoch: Epoch) -> None:
     write_csv(pd.DataFrame(epoch.history), args.history, float_format="%.6g")
 
 
+def resume_file(
+    path: Path, recipe: ModelParams, seed: int, settings: TrainParams, data: dict[str, str], runtime: Runtime
+) -> FileCheckpointer:
+    """The checkpoint, resumed only by the very same run: recipe, seed, settings, data, code, torch, device
+    and numerics."""
+    run_id = fingerprint(
+        recipe,
+        seed,
+        settings,
+        data["train"],
+        data["val"],
+        package_digest(),
+        torch.__version__,
+        str(runtime.device),
+        runtime.numerics,
+    )
+    return FileCheckpointer(path, run_id)
+
+
+def model_file(
+    name: str,
+    recipe: ModelParams,
+    seed: int,
+    data: dict[str, str],
+    trained: TrainedModel,
+    bits: dict[str, Any],
+) -> ModelFile:
+    """The file of the trained model: its best weights, and what made them (bits: environment.bit_class)."""
+    return ModelFile(
+        name=name,
+        arch=recipe.arch,
+        weights=trained.best_state,
+        preprocessing=trained.preprocessing,
+        recipe=dataclasses.asdict(recipe),
+        seed=seed,
+        data=data,
+        environment=bits,
+        epochs_run=len(trained.history),
+        best_epoch=trained.best_epoch,
+        test_shifts=trained.test_shifts,
+        val_scores=trained.val_scores,
+    )
+
+
 def main() -> None:
     args = parse_args()
     stage = f"train@{args.model}"
@@ -61,40 +106,31 @@ def main() -> None:
     train_path, val_path = args.data / "train.pt", args.data / "val.pt"
     train_data, val_data = load_split(train_path), load_split(val_path)
     data = {"train": file_digest(train_path), "val": file_digest(val_path)}
-    run_id = fingerprint(
-        recipe, seed, settings, data["train"], data["val"], package_digest(), torch.__version__,
-        str(runtime.device), runtime.numerics,
-    )  # fmt: skip
-    checkpointer = FileCheckpointer(args.checkpoint, run_id)
+    checkpointer = resume_file(args.checkpoint, recipe, seed, settings, data, runtime)
     print(
         f"{args.model}: {recipe.arch}, seed {seed}, {len(train_data[0])} train images, "
         f"device {runtime.device}, {runtime.threads} threads",
         flush=True,
     )
     trained = train_recipe(
-        recipe, seed, train_data, val_data, settings.eval_batch_size, runtime.device, checkpointer,
-        progress_to(args.model), lambda epoch: report_epoch(args, epoch),
-    )  # fmt: skip
+        recipe,
+        seed,
+        train_data,
+        val_data,
+        settings.eval_batch_size,
+        runtime.device,
+        checkpointer,
+        progress_to(args.model),
+        lambda epoch: report_epoch(args, epoch),
+    )
     print(
         f"{args.model}: test-time shifts {'on' if trained.test_shifts else 'off'} ({recipe.test_shifts}; val "
         + ", ".join(f"{mode} {s['accuracy']:.4f}" for mode, s in trained.val_scores.items())
         + ")"
     )
     environment = runtime_environment(runtime.device, runtime.threads, recipe.bf16, runtime.numerics)
-    ModelFile(
-        name=args.model,
-        arch=recipe.arch,
-        weights=trained.best_state,
-        preprocessing=trained.preprocessing,
-        recipe=dataclasses.asdict(recipe),
-        seed=seed,
-        data=data,
-        environment=bit_class(environment),  # what decides the bits; the CPU's name goes to --env
-        epochs_run=len(trained.history),
-        best_epoch=trained.best_epoch,
-        test_shifts=trained.test_shifts,
-        val_scores=trained.val_scores,
-    ).save(args.out)
+    # what decides the bits goes into the model file; the CPU's name only to --env
+    model_file(args.model, recipe, seed, data, trained, bit_class(environment)).save(args.out)
     write_json(args.env, environment)
     checkpointer.remove()
     print(

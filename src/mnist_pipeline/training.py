@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from mnist_pipeline.inference import Preprocessing, choose_test_shifts, predict_logits
+from mnist_pipeline.inference import Preprocessing, choose_test_shifts, predict_logits, score
 from mnist_pipeline.models import build_model
 from mnist_pipeline.params import OPTIMIZERS, SCHEDULES, ModelParams, ParamsError
 from mnist_pipeline.progress import Advance, Progress, no_progress
@@ -241,18 +241,14 @@ def fit_epochs(
         start = time.perf_counter()
         lr = run.optimizer.param_groups[0]["lr"]
         with progress(f"epoch {epoch}/{recipe.epochs}", sum(p.stop - p.start for p in batches)) as advance:
-            train_loss, train_acc = train_one_epoch(
-                model, run.optimizer, run.scheduler, train_images, train_labels, recipe, run.generator,
-                run.ema, augmented_epoch(epoch, recipe), advance,
-            )  # fmt: skip
+            train_loss, train_acc = run.train_epoch(train_images, train_labels, epoch, advance)
         with bf16_autocast(device, recipe.bf16):  # val as trained: half the time
             logits = predict_logits(run.scored, val_images, eval_batch_size, preprocessing)
-        val_loss = F.cross_entropy(logits, val_data[1]).item()
-        val_acc = (logits.argmax(1) == val_data[1]).float().mean().item()
-        run.keep_if_best(epoch, val_acc)
+        val = score(logits, val_data[1])  # in float32, outside autocast
+        run.keep_if_best(epoch, val["accuracy"])
         seconds = time.perf_counter() - start
-        run.history.append(dict(epoch=epoch, lr=lr, train_loss=train_loss, train_acc=train_acc,
-                                val_loss=val_loss, val_acc=val_acc, seconds=seconds))  # fmt: skip
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc}
+        run.history.append(row | {"val_loss": val["loss"], "val_acc": val["accuracy"], "seconds": seconds})
         if checkpointer:
             checkpointer.save(run.state())
         yield Epoch(run.history[-1], list(run.history), run.best_state, run.best_epoch, resumed=False)
@@ -263,6 +259,7 @@ class _Run:
     """What fit_epochs carries from one epoch to the next, and what a checkpoint holds to resume it."""
 
     model: nn.Module
+    recipe: ModelParams
     optimizer: torch.optim.Optimizer
     scheduler: Any
     ema: AveragedModel | None
@@ -283,7 +280,24 @@ class _Run:
             if recipe.ema_decay
             else None
         )
-        return cls(model, optimizer, scheduler, ema, generator, _clone_state(model))
+        return cls(model, recipe, optimizer, scheduler, ema, generator, _clone_state(model))
+
+    def train_epoch(
+        self, images: torch.Tensor, labels: torch.Tensor, epoch: int, advance: Callable[[int], None]
+    ) -> tuple[float, float]:
+        """One epoch of steps with this run's optimizer, schedule, generator and EMA: (loss, accuracy)."""
+        return train_one_epoch(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            images,
+            labels,
+            self.recipe,
+            self.generator,
+            self.ema,
+            augmented_epoch(epoch, self.recipe),
+            advance,
+        )
 
     @property
     def scored(self) -> nn.Module:

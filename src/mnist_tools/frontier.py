@@ -196,10 +196,10 @@ def run_sweep(args: argparse.Namespace, config: dict, mnist: dict[str, tuple], r
             if (name, recipe.epochs, seed) in finished:
                 continue
             start = time.perf_counter()
+            seed_of_model, eval_batch = model_seed(seeded, name), settings.eval_batch_size
             trained = train_recipe(
-                recipe, model_seed(seeded, name), data["train"], data["val"], settings.eval_batch_size,
-                runtime.device,
-            )  # fmt: skip
+                recipe, seed_of_model, data["train"], data["val"], eval_batch, runtime.device
+            )
             minutes = (time.perf_counter() - start) / 60
             logits = {
                 f"{part}_{mode}": output
