@@ -97,7 +97,7 @@ install-test: $(TEST_STAMP) ##team what make test adds: actionlint and the plots
 	@true
 
 repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror); dvc.yaml follows params.yaml's models first
-	python -m mnist_tools.dvcgen
+	@python -m mnist_tools.dvcgen --quiet
 	dvc repro
 
 # dvc.yaml's lines for each model (the fan-in stages' deps, the charts' files, the artifacts): DVC cannot expand

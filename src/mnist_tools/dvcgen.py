@@ -186,6 +186,7 @@ def main() -> None:
     )
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="project folder")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when dvc.yaml is stale")
+    parser.add_argument("--quiet", action="store_true", help="print only when dvc.yaml changed (make repro)")
     args = parser.parse_args()
     path = args.repo / "dvc.yaml"
     if args.check:
@@ -195,10 +196,14 @@ def main() -> None:
     config = load_params(args.repo / "params.yaml")
     text = path.read_text()
     rendered = render(text, config)
+    names = ", ".join(model_names(config))
     if rendered != text:
         write_text(path, rendered)
-    names = ", ".join(model_names(config))
-    print(f"{path}: {'rewrote' if rendered != text else 'already had'} the lines for each model ({names})")
+        print(
+            f"{path}: rewrote the lines for each model ({names}) from params.yaml: commit it with params.yaml"
+        )
+    elif not args.quiet:
+        print(f"{path}: already had the lines for each model ({names})")
 
 
 if __name__ == "__main__":

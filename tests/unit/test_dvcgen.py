@@ -177,13 +177,18 @@ def test_check_is_one_line_and_exit_1_until_the_lines_are_rewritten(
     code, out = run_main(monkeypatch, capsys, "--repo", str(tmp_path), "--check")
     assert (code, out) == (1, "dvc.yaml is stale: run `make dvc-yaml` (models in params.yaml: lenet, mlp)\n")
     assert (tmp_path / "dvc.yaml").read_text() == TEXT
-    code, out = run_main(monkeypatch, capsys, "--repo", str(tmp_path))
-    assert (code, out) == (0, f"{tmp_path / 'dvc.yaml'}: rewrote the lines for each model (lenet, mlp)\n")
+    code, out = run_main(monkeypatch, capsys, "--repo", str(tmp_path), "--quiet")  # as make repro runs it
+    assert (code, out) == (
+        0,
+        f"{tmp_path / 'dvc.yaml'}: rewrote the lines for each model (lenet, mlp) from params.yaml: commit it "
+        "with params.yaml\n",
+    )
     assert (tmp_path / "dvc.yaml").read_text() == dvcgen.render(TEXT, config(lenet="lenet", mlp="mlp"))
     code, out = run_main(monkeypatch, capsys, "--repo", str(tmp_path), "--check")
     assert (code, out) == (0, f"{tmp_path / 'dvc.yaml'} is current\n")
     code, out = run_main(monkeypatch, capsys, "--repo", str(tmp_path))
     assert (code, out) == (0, f"{tmp_path / 'dvc.yaml'}: already had the lines for each model (lenet, mlp)\n")
+    assert run_main(monkeypatch, capsys, "--repo", str(tmp_path), "--quiet") == (0, "")
 
 
 def test_the_committed_dvc_yaml_is_current() -> None:
