@@ -51,11 +51,11 @@ def _foreign_file(path: Path, head: bytes, fix: str) -> str:
     return f"{path} is not a model file of this project: it is {what}, not a file torch.save wrote {fix}"
 
 
-def repair_hint(path: Path, made_by: str) -> str:
+def repair_hint(made_by: str) -> str:
     """How to replace a corrupt copy of a file that DVC tracks: its cache object is most likely bad too."""
     return (
-        f"(fix: `make verify` names the bad copy; remove its DVC cache object, then `make pull` or "
-        f"`dvc repro -f {made_by}`, then `dvc checkout --force {path}`)"
+        f"(fix: `make verify` names the bad copy and its DVC cache object; remove both, then `make pull` or "
+        f"`dvc repro -f {made_by}`)"
     )
 
 
@@ -152,7 +152,7 @@ def _read_model_dict(path: Path, made_by: str) -> dict[str, Any]:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelFileError(
             f"{path} is not a model file of this project, or a corrupt copy of one: torch cannot read it "
-            f"({first}) {repair_hint(path, made_by)}"
+            f"({first}) {repair_hint(made_by)}"
         ) from None
     if not (isinstance(saved, dict) and str(saved.get("format", "")).startswith("mnist-pipeline-model/")):
         raise ModelFileError(f"{path} is not a model file of this project (no '{MODEL_FORMAT}' header) {fix}")
@@ -229,11 +229,11 @@ class ModelFile:
                 f"{path} lacks or mistypes {', '.join(wrong)} (fix: retrain it with `dvc repro -f {made_by}`)"
             )
         if not all(isinstance(t, torch.Tensor) for t in saved["weights"].values()):
-            raise ModelFileError(f"{path} holds weights that are not tensors {repair_hint(path, made_by)}")
+            raise ModelFileError(f"{path} holds weights that are not tensors {repair_hint(made_by)}")
         if content_digest(saved) != saved["digest"]:
             raise ModelFileError(
                 f"{path} is corrupt: its contents no longer match the digest it was written with "
-                f"{repair_hint(path, made_by)}"
+                f"{repair_hint(made_by)}"
             )
         if saved["arch"] not in MODELS:
             raise ModelFileError(unknown_architecture(saved["arch"], str(path)))

@@ -64,8 +64,8 @@ def test_a_corrupt_cache_object_is_named_refused_and_repaired(repo: Path, tmp_pa
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.startswith(
         "error: models/lenet.pt is corrupt: its contents no longer match the digest it was written with "
-        "(fix: `make verify` names the bad copy; remove its DVC cache object, then `make pull` or "
-        "`dvc repro -f train@lenet`, then `dvc checkout --force models/lenet.pt`)\n"
+        "(fix: `make verify` names the bad copy and its DVC cache object; remove both, then `make pull` or "
+        "`dvc repro -f train@lenet`)\n"
     )
     # the evaluate stage's own command, writing elsewhere (through DVC, the failure would delete its outputs)
     out = tmp_path / "evaluate"

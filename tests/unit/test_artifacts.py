@@ -248,10 +248,10 @@ def raw_file(path: Path, redigest: bool = True, **changes: Any) -> Path:
 FIX = "(fix: train it with `dvc repro train@m`, or fetch it with `dvc pull` or `dvc artifacts get`)"
 
 
-def repair(path: Path, made_by: str = "train@m") -> str:
+def repair(made_by: str = "train@m") -> str:
     return (
-        f"(fix: `make verify` names the bad copy; remove its DVC cache object, then `make pull` or "
-        f"`dvc repro -f {made_by}`, then `dvc checkout --force {path}`)"
+        f"(fix: `make verify` names the bad copy and its DVC cache object; remove both, then `make pull` or "
+        f"`dvc repro -f {made_by}`)"
     )
 
 
@@ -432,7 +432,7 @@ def test_unreadable_file_names_the_first_line_of_the_error(tmp_path: Path) -> No
     assert (
         str(info.value)
         == f"{path} is not a model file of this project, or a corrupt copy of one: torch cannot read it "
-        f"({first}) {repair(path)}"
+        f"({first}) {repair()}"
     )
 
 
@@ -444,7 +444,7 @@ def test_empty_file_names_the_error_type(tmp_path: Path) -> None:
     assert (
         str(info.value)
         == f"{path} is not a model file of this project, or a corrupt copy of one: torch cannot read it "
-        f"(EOFError) {repair(path)}"
+        f"(EOFError) {repair()}"
     )
 
 
@@ -627,7 +627,7 @@ def test_a_flipped_bit_in_the_weights_is_refused_naming_the_repair(tmp_path: Pat
         load_model(path, made_by="train@mine")
     assert str(info.value) == (
         f"{path} is corrupt: its contents no longer match the digest it was written with "
-        f"{repair(path, 'train@mine')}"
+        f"{repair('train@mine')}"
     )
 
 
@@ -635,7 +635,7 @@ def test_a_flipped_bit_in_the_weights_is_refused_naming_the_repair(tmp_path: Pat
 def test_a_value_changed_after_writing_is_refused(tmp_path: Path, changes: dict[str, Any]) -> None:
     record().save(tmp_path / "m.pt")
     path = raw_file(tmp_path / "m.pt", redigest=False, **changes)
-    with pytest.raises(ModelFileError, match=r"m.pt is corrupt: .* `dvc checkout --force .*m.pt`\)$"):
+    with pytest.raises(ModelFileError, match=r"m.pt is corrupt: .* `dvc repro -f train@m`\)$"):
         ModelFile.load(path)
 
 

@@ -73,7 +73,7 @@ def test_every_expected_error_says_the_fix() -> None:
     ]
     assert len(messages) > 25  # the walk found them
     # the fix is in the message, or in a variable named fix that holds one, or artifacts.repair_hint's
-    assert "(fix: " in artifacts.repair_hint(Path("m.pt"), "train@m")
+    assert "(fix: " in artifacts.repair_hint("train@m")
     lacking = [
         (where, text)
         for where, text in messages
