@@ -103,7 +103,8 @@ def test_unknown_name_lists_the_valid_ones_and_where_to_add_one() -> None:
 
 def test_the_registry_is_the_modules_in_the_architectures_folder() -> None:
     files = sorted(p.stem for p in ARCHITECTURES.glob("*.py") if p.stem not in ("__init__", "shared"))
-    assert list(MODELS) == files == ["bnnet", "cnn2", "cnn6", "lenet", "mlp", "resnet18"]
+    assert list(MODELS) == files  # a module added beside them is one more (the new-model e2e test adds one)
+    assert {"bnnet", "cnn2", "cnn6", "lenet", "mlp", "resnet18"} <= set(files)
 
 
 def imported_architectures(code: str) -> list[str]:
