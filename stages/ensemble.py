@@ -70,7 +70,7 @@ def ensemble_metrics(
 
 def main() -> None:
     args = parse_args()
-    stage_outputs("ensemble", args.metrics, args.predictions, args.out)
+    stage_outputs("ensemble", args.metrics, args.out)
     config = load_checked_params(args.params)
     check_models(args.models, config)
     setup_process(config)  # the softmax and temperature fits below run in the pinned kernels and threads

@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     name = args.model_file.stem
-    stage_outputs(f"evaluate@{name}", args.metrics, args.timing, args.env, args.predictions, args.per_class)
+    stage_outputs(f"evaluate@{name}")  # every output is cached: `dvc checkout` restores them
     config = load_checked_params(args.params, MODELS)
     runtime = setup_process(config)
     batch_size = evaluate_params(config).batch_size

@@ -26,7 +26,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="a name under models: in params.yaml")
     parser.add_argument("--data", required=True, type=Path, help="preprocess output folder")
     parser.add_argument("--out", required=True, type=Path, help="model file to write (models/<model>.pt)")
-    parser.add_argument("--history", required=True, type=Path, help="per-epoch CSV (plots/train/<model>.csv)")
+    parser.add_argument(
+        "--history", required=True, type=Path, help="per-epoch CSV (data/training/<model>/history.csv)"
+    )
     parser.add_argument("--checkpoint", required=True, type=Path, help="resume file, deleted on success")
     parser.add_argument(
         "--env", required=True, type=Path, help="JSON of the machine and kernels that trained it"
@@ -35,7 +37,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def report_epoch(args: argparse.Namespace, epoch: Epoch) -> None:
-    """Print the epoch's line and rewrite the whole history so far, so `dvc plots show` shows it now."""
+    """Print the epoch's line and rewrite the whole history so far (`dvc plots show <file>` draws it now)."""
     row = epoch.row
     if epoch.resumed and row["epoch"] == 1:  # restored epochs come first, before any training
         print(f"{args.model}: resuming from {args.checkpoint}", flush=True)
@@ -95,7 +97,7 @@ def model_file(
 def main() -> None:
     args = parse_args()
     stage = f"train@{args.model}"
-    stage_outputs(stage, args.history, args.env, resume=resume_advice(stage, args.checkpoint))
+    stage_outputs(stage, resume=resume_advice(stage, args.checkpoint))
     config = load_checked_params(args.params, MODELS)
     runtime = setup_process(config, deterministic=True)
     seed, settings, recipe = (

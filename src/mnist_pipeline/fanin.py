@@ -11,6 +11,7 @@ not rewritten after params.yaml's models changed stops the run with the fix.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,39 @@ def check_models(names: list[str], config: dict[str, Any]) -> None:
             f"dvc.yaml is stale: it passes the models {', '.join(names)}, but params.yaml's models: are "
             f"{', '.join(listed)} (fix: run `make dvc-yaml`, then `dvc repro`)"
         )
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One file the publish stage copies: from a stage's cached output to the path git carries."""
+
+    stage: str  # the stage that writes source, for the error when it is missing
+    source: Path
+    dest: Path
+
+
+def planned_copies(specs: list[list[str]], names: list[str]) -> list[Copy]:
+    """Each (stage, from, to) spec once per model when all three name {model}, else once as it is."""
+    copies = []
+    for spec in specs:
+        per_model = [PLACEHOLDER in part for part in spec]
+        if any(per_model) and not all(per_model):
+            raise PipelineError(
+                f"--copy {' '.join(spec)}: {PLACEHOLDER} must be in the stage, the source and the "
+                "destination, or in none (fix: correct the publish stage's command in dvc.yaml)"
+            )
+        for name in names if all(per_model) else [""]:
+            stage, source, dest = (part.replace(PLACEHOLDER, name) for part in spec)
+            copies.append(Copy(stage, Path(source), Path(dest)))
+    return copies
+
+
+def restorable(copies: list[Copy]) -> list[Path]:
+    """What `git checkout` brings back after the copies were deleted: each destination's folder, except
+    a top-level one (metrics/ holds other stages' files too), where the files themselves."""
+    paths: list[Path] = []
+    for copy in copies:
+        path = copy.dest.parent if len(copy.dest.parent.parts) > 1 else copy.dest
+        if path not in paths:
+            paths.append(path)
+    return paths

@@ -72,6 +72,15 @@ def missing_input(path: Path, stage: str) -> PipelineError:
     return PipelineError(f"{path} not found: stage {stage} writes it (fix: run `dvc repro {stage}`)")
 
 
+def copy_file(source: Path, dest: Path, made_by: str) -> None:
+    """Copy source, which stage made_by wrote, to dest byte for byte; a missing source names that stage."""
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        raise missing_input(source, made_by) from None
+    write_atomic(dest, lambda staged: staged.write_bytes(data))
+
+
 def read_json(path: Path, made_by: str) -> dict[str, Any]:
     """Read a JSON file that stage made_by wrote; a missing one names that stage."""
     try:

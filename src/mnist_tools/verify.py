@@ -22,7 +22,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -33,19 +33,25 @@ from mnist_tools.lockcheck import LockedFile, recorded_outputs
 
 # Outputs that differ on every run or every machine by design: seconds per epoch, inference speed,
 # training seconds in the leaderboard, and the machine records (CPU name, flags).
+# The train and evaluate stages' folders hold them beside files that must reproduce (metrics, predictions):
+# the publish stage's copies of those (metrics/, plots/predictions, plots/per_class) are checked instead.
 TIMED_OUTPUTS = (
-    "plots/train/*.csv",  # per-epoch history: its seconds column
-    "metrics/timing/*.json",  # inference images per second
+    "data/training/*",  # history.csv's seconds column, env.json
+    "data/evaluation/*",  # timing.json, env.json
+    "plots/train",  # the histories, published
+    "metrics/timing",  # inference images per second, published
+    "metrics/env",  # the machine records (CPU model, flags, Python), published
     "plots/leaderboard.csv",  # training seconds, images per second
     "plots/leaderboard.md",
-    "metrics/env/*/*.json",  # the machine record: CPU model, flags, Python
 )
 GET_OUTPUTS = "`make pull` (the team's DVC remote) or `make repro`"
 
 
 def is_timed(path: str) -> bool:
-    """Whether path is one of TIMED_OUTPUTS."""
-    return any(fnmatch.fnmatchcase(path, pattern) for pattern in TIMED_OUTPUTS)
+    """Whether path is one of TIMED_OUTPUTS, or inside one (a commit before the publish stage recorded
+    metrics/timing/<model>.json and the like one by one)."""
+    paths = [path, *map(str, PurePosixPath(path).parents)]
+    return any(fnmatch.fnmatchcase(p, pattern) for p in paths for pattern in TIMED_OUTPUTS)
 
 
 class Hasher:

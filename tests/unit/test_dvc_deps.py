@@ -107,7 +107,7 @@ def test_imported_modules_reads_every_import_form(tmp_path: Path) -> None:
 def test_every_stage_is_checked() -> None:
     names = [*PARAMS["models"]]
     assert set(STAGES) == {
-        "validate", "download", "preprocess", "ensemble", "summary", "plot",
+        "validate", "download", "preprocess", "ensemble", "publish", "summary", "plot",
         *(f"{stage}@{name}" for stage in ("train", "evaluate") for name in names),
     }  # fmt: skip
 

@@ -111,10 +111,16 @@ def test_dvc_runs_a_new_models_stages_before_the_fan_in_stages(tmp_path: Path) -
     with Repo.init(str(tmp_path), no_scm=True) as repo:
         stages = {stage.name: stage for stage in repo.index.stages}
         graph = repo.index.graph
-        for fan_in in ("ensemble", "summary", "plot"):
+        for fan_in in ("ensemble", "publish", "summary", "plot"):
             assert f"--models {' '.join(NAMES)} twin " in stages[fan_in].cmd
-            assert graph.has_edge(stages[fan_in], stages["evaluate@twin"]), fan_in  # an edge: stage → its dep
-        assert graph.has_edge(stages["plot"], stages["train@twin"])
+        for stage, dep in [
+            ("ensemble", "evaluate@twin"),  # an edge: stage → its dep
+            ("publish", "evaluate@twin"),
+            ("publish", "train@twin"),
+            ("summary", "publish"),
+            ("plot", "publish"),
+        ]:
+            assert graph.has_edge(stages[stage], stages[dep]), (stage, dep)
 
 
 @pytest.mark.parametrize(

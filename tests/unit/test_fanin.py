@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.fanin import add_model_arguments, check_models, model_files
+from mnist_pipeline.fanin import (
+    Copy,
+    add_model_arguments,
+    check_models,
+    model_files,
+    planned_copies,
+    restorable,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,3 +104,70 @@ def test_a_fan_in_stage_stops_on_a_stale_dvc_yaml_before_reading_anything(
     assert exit_info.value.code == 2 and err.count("\n") == 1
     assert err.startswith(f"error: dvc.yaml is stale: it passes the models {', '.join(names[:-1])}, but")
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_copy_naming_model_in_all_three_is_made_once_per_model_and_one_without_once() -> None:
+    specs = [
+        ["evaluate@{model}", "d/{model}/m.json", "metrics/{model}.json"],
+        ["ensemble", "d/e.csv", "p/x/e.csv"],
+    ]
+    assert planned_copies(specs, ["mlp", "lenet"]) == [
+        Copy("evaluate@mlp", Path("d/mlp/m.json"), Path("metrics/mlp.json")),
+        Copy("evaluate@lenet", Path("d/lenet/m.json"), Path("metrics/lenet.json")),
+        Copy("ensemble", Path("d/e.csv"), Path("p/x/e.csv")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "spec", [["train@{model}", "d/h.csv", "p/{model}.csv"], ["train", "d/{model}.csv", "p/{model}.csv"]]
+)
+def test_a_copy_naming_model_in_only_some_parts_is_refused(spec: list[str]) -> None:
+    with pytest.raises(
+        PipelineError, match=r"must be in the stage, the source and the destination, or in none"
+    ):
+        planned_copies([spec], ["mlp"])
+
+
+def test_what_git_restores_is_each_destination_folder_but_the_top_level_files_themselves() -> None:
+    specs = [
+        ["evaluate@{model}", "d/{model}/m.json", "metrics/{model}.json"],
+        ["train@{model}", "d/{model}/h.csv", "plots/train/{model}.csv"],
+        ["ensemble", "d/e.csv", "plots/train/e.csv"],
+        ["train@{model}", "d/{model}/env.json", "metrics/env/train/{model}.json"],
+    ]
+    assert restorable(planned_copies(specs, ["mlp", "lenet"])) == [
+        Path("metrics/mlp.json"),  # metrics/ holds other stages' files: never `git checkout metrics`
+        Path("metrics/lenet.json"),
+        Path("plots/train"),
+        Path("metrics/env/train"),
+    ]
+
+
+def test_publish_copies_each_file_byte_for_byte_and_a_missing_one_names_its_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    names = list(params["models"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in names:
+        (tmp_path / "d" / name).mkdir(parents=True)
+        (tmp_path / "d" / name / "h.csv").write_bytes(f"epoch,x\n1,{name}\r\n".encode())
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location("stage_publish", ROOT / "stages" / "publish.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    copy = ["--copy", "train@{model}", "d/{model}/h.csv", "plots/train/{model}.csv"]
+    monkeypatch.setattr(sys, "argv", ["publish.py", "--models", *names, *copy])
+    stage.run(stage.main)
+    for name in names:
+        assert (tmp_path / "plots/train" / f"{name}.csv").read_bytes() == f"epoch,x\n1,{name}\r\n".encode()
+    (tmp_path / "d" / names[-1] / "h.csv").unlink()
+    monkeypatch.setattr(sys, "argv", ["publish.py", "--models", *names, *copy])
+    with pytest.raises(SystemExit) as exit_info:
+        stage.run(stage.main)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(
+        f"error: d/{names[-1]}/h.csv not found: stage train@{names[-1]} writes it "
+        f"(fix: run `dvc repro train@{names[-1]}`)"
+    )

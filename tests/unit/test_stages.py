@@ -24,7 +24,7 @@ from mnist_pipeline.artifacts import ModelFile
 from mnist_pipeline.data import save_split
 from mnist_pipeline.environment import bit_class
 from mnist_pipeline.inference import Preprocessing
-from mnist_pipeline.params import model_params
+from mnist_pipeline.params import load_params, model_names, model_params
 from mnist_pipeline.training import Epoch
 
 
@@ -63,13 +63,13 @@ RESTORE = {
     "validate": "",  # it deletes nothing: its marker is persist
     "download": "`dvc checkout download`",
     "preprocess": "`dvc checkout preprocess`",
-    "train": "`dvc checkout train@lenet` and `git checkout HEAD -- plots/train/lenet.csv "
-    "metrics/env/train/lenet.json`",
-    "evaluate": "`dvc checkout evaluate@lenet` and `git checkout HEAD -- metrics/lenet.json "
-    "metrics/timing/lenet.json metrics/env/evaluate/lenet.json plots/predictions/lenet.csv "
-    "plots/per_class/lenet.csv`",
+    "train": "`dvc checkout train@lenet`",
+    "evaluate": "`dvc checkout evaluate@lenet`",
     "ensemble": "`dvc checkout ensemble` and `git checkout HEAD -- metrics/ensemble.json "
-    "plots/predictions/ensemble.csv models/ensemble.json`",
+    "models/ensemble.json`",
+    "publish": "`dvc checkout publish` and `git checkout HEAD -- "
+    + " ".join(f"metrics/{name}.json" for name in model_names(load_params(ROOT / "params.yaml")))
+    + " plots/train plots/per_class plots/predictions metrics/timing metrics/env/train metrics/env/evaluate`",
     "summary": "`dvc checkout summary` and `git checkout HEAD -- metrics/summary.json`",
     "plot": "`dvc checkout plot` and `git checkout HEAD -- plots/figures plots/leaderboard.csv "
     "plots/leaderboard.md`",

@@ -47,16 +47,14 @@ def test_each_timed_pattern_matches_a_declared_output_and_the_timed_ones_are_the
     for pattern in TIMED_OUTPUTS:
         assert any(is_timed(path) and Path(path).match(pattern) for path in outputs), pattern
     # what a run on another machine or another minute may change; everything else must reproduce
+    names = model_names(load_params(ROOT / "params.yaml"))
     assert timed == {
         "plots/leaderboard.csv",
         "plots/leaderboard.md",
-        *(f"plots/train/{m}.csv" for m in model_names(load_params(ROOT / "params.yaml"))),
-        *(f"metrics/timing/{m}.json" for m in model_names(load_params(ROOT / "params.yaml"))),
-        *(
-            f"metrics/env/{stage}/{m}.json"
-            for stage in ("train", "evaluate")
-            for m in model_names(load_params(ROOT / "params.yaml"))
-        ),
+        "plots/train",
+        "metrics/timing",
+        "metrics/env",
+        *(f"data/{kind}/{m}" for kind in ("training", "evaluation") for m in names),
     }
     assert {
         "models/lenet.pt",
@@ -64,6 +62,9 @@ def test_each_timed_pattern_matches_a_declared_output_and_the_timed_ones_are_the
         "metrics/lenet.json",
         "metrics/summary.json",  # no wall-clock seconds since train_s moved to the leaderboard
         "plots/figures",
+        "plots/predictions",
+        "plots/per_class",
+        "data/ensemble/predictions.csv",
     } <= outputs - timed
 
 
@@ -72,11 +73,11 @@ def test_each_output_matches_differs_is_missing_or_new_by_its_bytes_now() -> Non
         "models/a.pt": LockedFile("train@a", "1"),
         "models/b.pt": LockedFile("train@b", "2"),
         "models/c.pt": LockedFile("train@c", "3"),
-        "metrics/timing/a.json": LockedFile("evaluate@a", "4"),
+        "metrics/timing": LockedFile("evaluate@a", "4"),
     }
     # the workspace's lock says b is 2: only its bytes, hashed now, show it is not
     workspace = {**committed, "models/d.pt": LockedFile("train@d", "5")}
-    now = {"models/a.pt": "1", "models/b.pt": "7", "models/d.pt": "5", "metrics/timing/a.json": "8"}
+    now = {"models/a.pt": "1", "models/b.pt": "7", "models/d.pt": "5", "metrics/timing": "8"}
     hashed = []
 
     def hash_output(path: str) -> str | None:
@@ -87,7 +88,7 @@ def test_each_output_matches_differs_is_missing_or_new_by_its_bytes_now() -> Non
         return (f"{path} {locked.md5} {actual} {recorded}",)
 
     assert compare_outputs(committed, workspace, hash_output, diagnose) == [
-        Outcome("metrics/timing/a.json", "evaluate@a", "-", True),
+        Outcome("metrics/timing", "evaluate@a", "-", True),
         Outcome("models/a.pt", "train@a", "matches", False),
         Outcome("models/b.pt", "train@b", "differs", False, ("models/b.pt 2 7 2",)),
         Outcome("models/c.pt", "train@c", "missing", False),
