@@ -61,7 +61,7 @@ def test_smoke_ran_every_stage(template: Path) -> None:
     models = all_models(template)
     assert len(TUTORIAL_MODELS) == 5 and set(models) >= set(TUTORIAL_MODELS) | {"bnnet"}
     assert set(lock["stages"]) == names
-    assert names == {"validate", "download", "preprocess", "ensemble", "summary", "plot"} | {
+    assert names == {"validate", "download", "preprocess", "ensemble", "publish", "summary", "plot"} | {
         f"{stage}@{m}" for stage in ("train", "evaluate") for m in models
     }
     summary = json.loads((template / "metrics" / "summary.json").read_text())
@@ -160,9 +160,10 @@ def test_forced_rerun_is_byte_identical(repo: Path) -> None:
     forced = {stage for stage in all_stages(repo) if stage.startswith("train@")} | {"evaluate@resnet18"}
     assert stages_run(dvc(repo, "repro", "-f", "-s", *sorted(forced))) == forced
     assert digests(repo, patterns) == before
-    # same models: no evaluate@* is stale; same test logits: nor is the ensemble; the same metrics: nor is
-    # summary (no wall-clock seconds in it); new seconds in the histories: plot
-    assert stages_run(dvc(repo, "repro")) == {"plot"}
+    # same models: no evaluate@* is stale; same test logits: nor is the ensemble; new seconds in the
+    # histories and inference timings: publish copies them, and plot draws them; the same metrics: summary
+    # is not stale (no wall-clock seconds in it)
+    assert stages_run(dvc(repo, "repro")) == {"publish", "plot"}
     assert digests(repo, patterns) == before
     assert (
         git(
@@ -189,7 +190,8 @@ def test_verify_hashes_a_rerun_against_the_commit_and_fails_on_a_differing_model
     assert "matches  data/logits/mlp.pt  (evaluate@mlp)" in lines
     assert "matches  metrics/ensemble.json  (ensemble)" in lines
     assert "matches  data/raw  (download)" in lines  # a folder: its .dir digest, computed here
-    assert "  plots/train/lenet.csv  (train@lenet)" in lines  # listed apart, never compared
+    assert "  data/training/lenet  (train@lenet)" in lines  # listed apart, never compared
+    assert "  plots/train  (publish)" in lines
     compared = [line for line in lines[: lines.index("")]]
     assert lines[-1] == (
         f"{len(compared)} of {len(compared)} outputs match main's dvc.lock bit for bit, each file hashed now"
@@ -230,6 +232,7 @@ def test_changing_one_lr_reruns_only_that_model(repo: Path) -> None:
         "train@lenet",
         "evaluate@lenet",
         "ensemble",
+        "publish",
         "summary",
         "plot",
     }

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.e2e
 # what a failed train@lenet would have cost: its model, history and machine record, and its scores
 LENET_OUTPUTS = (
     "models/lenet.pt",
-    "plots/train/lenet.csv",
-    "metrics/env/train/lenet.json",
-    "metrics/lenet.json",
+    "data/training/lenet/history.csv",
+    "data/training/lenet/env.json",
+    "data/evaluation/lenet/metrics.json",
 )
 
 
