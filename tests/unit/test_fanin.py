@@ -76,12 +76,25 @@ def test_models_other_than_params_yaml_s_mean_a_stale_dvc_yaml() -> None:
         )
 
 
+def project_params(folder: Path) -> list[str]:
+    """params.yaml as committed, written to folder; its models' names."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return list(params["models"])
+
+
+def load_stage(name: str):
+    """stages/<name>.py as a module, its main() not run."""
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    return stage
+
+
 def test_a_fan_in_stage_stops_on_a_stale_dvc_yaml_before_reading_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    names = list(params["models"])
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    names = project_params(tmp_path)
     (tmp_path / "metrics").mkdir()
     for name in [*names, "ensemble"]:
         (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps({"accuracy": 0.9}))
@@ -95,9 +108,7 @@ def test_a_fan_in_stage_stops_on_a_stale_dvc_yaml_before_reading_anything(
         "s.json",
     ]
     monkeypatch.setattr(sys, "argv", ["summary.py", "--models", *names[:-1], *argv])
-    spec = importlib.util.spec_from_file_location("stage_summary", ROOT / "stages" / "summary.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
+    stage = load_stage("summary")
     with pytest.raises(SystemExit) as exit_info:
         stage.run(stage.main)
     err = capsys.readouterr().err
@@ -146,16 +157,12 @@ def test_what_git_restores_is_each_destination_folder_but_the_top_level_files_th
 def test_publish_copies_each_file_byte_for_byte_and_a_missing_one_names_its_stage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    names = list(params["models"])
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    names = project_params(tmp_path)
     for name in names:
         (tmp_path / "d" / name).mkdir(parents=True)
         (tmp_path / "d" / name / "h.csv").write_bytes(f"epoch,x\n1,{name}\r\n".encode())
     monkeypatch.chdir(tmp_path)
-    spec = importlib.util.spec_from_file_location("stage_publish", ROOT / "stages" / "publish.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
+    stage = load_stage("publish")
     copy = ["--copy", "train@{model}", "d/{model}/h.csv", "plots/train/{model}.csv"]
     monkeypatch.setattr(sys, "argv", ["publish.py", "--models", *names, *copy])
     stage.run(stage.main)
