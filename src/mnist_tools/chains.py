@@ -29,7 +29,7 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import load_params, model_names
 from mnist_tools.remote import NO_REMOTE, default_remote
 
-POLL_SECONDS = 1.0  # how often the queue is asked how the chains stand
+POLL_SECONDS = 5.0  # how often the queue is asked: each ask costs ~0.1 s of CPU, more on a loaded machine
 PREFIX = "chain"  # helper experiments are named chain-<model>-<run id>
 
 
@@ -158,9 +158,7 @@ def run_chains(root: Path, project: Plan, chains: list[Chain], jobs: int) -> Non
         start_queue(root, jobs)
         failed = watch(queue, chains)
     except KeyboardInterrupt:
-        names = [chain.name for chain in chains if chain.status not in ("Success", "Failed")]
-        subprocess.run(["dvc", "queue", "kill", "--force", *names], cwd=root, capture_output=True)
-        subprocess.run(["dvc", "queue", "remove", *names], cwd=root, capture_output=True)
+        stop(root, queue, chains)
         remove_experiments(root, chains)
         raise PipelineError(
             "stopped: the running chains were killed and the queued ones removed; the workspace's outputs "
@@ -171,6 +169,28 @@ def run_chains(root: Path, project: Plan, chains: list[Chain], jobs: int) -> Non
     if failed:
         remove_experiments(root, [chain for chain in chains if chain not in failed])
         raise PipelineError(failure_line(failed, jobs))
+
+
+def stop(root: Path, queue: Queue, chains: list[Chain]) -> None:
+    """Remove the queued chains, then interrupt the running ones, until none is left: the queued first, so
+    that no worker a kill frees takes one. `dvc queue kill` sends SIGINT to each chain's process group,
+    its stage included (--force's SIGKILL reaches only DVC's executor, and the stage trains on)."""
+    for _ in range(10):
+        statuses = queue.statuses()
+        names = {
+            status: [c.name for c in chains if statuses.get(c.name) == status]
+            for status in ("Queued", "Running")
+        }
+        if not any(names.values()):
+            break
+        for command, status in (("remove", "Queued"), ("kill", "Running")):
+            if names[status]:
+                subprocess.run(["dvc", "queue", command, *names[status]], cwd=root, capture_output=True)
+        time.sleep(2)
+    for chain in chains:
+        chain.status = statuses.get(chain.name, chain.status)
+    stopped = [c.name for c in chains if c.status != "Success"]  # killed chains' entries say Failed
+    subprocess.run(["dvc", "queue", "remove", *stopped], cwd=root, capture_output=True)
 
 
 def remove_experiments(root: Path, chains: list[Chain]) -> None:
