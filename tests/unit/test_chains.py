@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import load_params, model_names
@@ -86,3 +87,18 @@ def test_relay_without_a_remote_says_how_to_add_one(monkeypatch) -> None:
     with pytest.raises(PipelineError) as error:
         chains.relay(ROOT, ["mlp"])
     assert str(error.value) == chains.NO_REMOTE
+
+
+def test_the_chains_lock_entries_are_dropped_so_that_dvc_looks_them_up_in_the_run_cache(
+    tmp_path: Path,
+) -> None:
+    lock = {
+        "schema": "2.0",
+        "stages": {"validate": {"cmd": "v"}, "train@mlp": {"cmd": "t"}, "plot": {"cmd": "p"}},
+    }
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    chains.forget_locked(tmp_path, ["train@mlp", "evaluate@mlp"])
+    assert yaml.safe_load((tmp_path / "dvc.lock").read_text()) == {
+        "schema": "2.0",
+        "stages": {"validate": {"cmd": "v"}, "plot": {"cmd": "p"}},
+    }
