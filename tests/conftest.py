@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from mnist_pipeline.cli import stage_outputs
@@ -316,3 +317,15 @@ def repo(smoke_run: SmokeRun, tmp_path: Path) -> Iterator[Path]:
     shutil.copytree(smoke_run.path, path, symlinks=True)
     yield path
     shutil.rmtree(path, ignore_errors=True)  # ~200 MB each
+
+
+def set_lr(repo: Path, model: str, lr: float) -> float:
+    """Change one model's lr in params.yaml the way a person edits it (one line); return the old value."""
+    path = repo / "params.yaml"
+    old = yaml.safe_load(path.read_text())["models"][model]["lr"]
+    lines = path.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {model}:"))
+    at = next(i for i in range(start, len(lines)) if lines[i].startswith("    lr:"))
+    lines[at] = f"    lr: {lr}\n"
+    path.write_text("".join(lines))
+    return old

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import clone, dvc, make
-from test_sharing_e2e import set_lr
+from conftest import clone, dvc, make, set_lr
 
 from mnist_tools.smoke import git
 from mnist_tools.verify import is_timed

@@ -10,23 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, clone, dvc, tool
+from conftest import BIN, clone, dvc, set_lr, tool
 
 from mnist_tools.smoke import git
 
 pytestmark = pytest.mark.e2e
-
-
-def set_lr(repo: Path, model: str, lr: float) -> float:
-    """Change one model's lr in params.yaml the way a person edits it (one line); return the old value."""
-    path = repo / "params.yaml"
-    old = yaml.safe_load(path.read_text())["models"][model]["lr"]
-    lines = path.read_text().splitlines(keepends=True)
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {model}:"))
-    at = next(i for i in range(start, len(lines)) if lines[i].startswith("    lr:"))
-    lines[at] = f"    lr: {lr}\n"
-    path.write_text("".join(lines))
-    return old
 
 
 def stale_stages(output: str) -> set[str]:

@@ -108,7 +108,7 @@ def test_every_stage_and_tool_runs_its_main_through_run() -> None:
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
                 mains.append((path.relative_to(ROOT).as_posix(), ast.unparse(node.body[0])))
-    assert len(mains) == 8 + 12  # the stages and the tools
+    assert len(mains) == 9 + 13  # the stages and the tools
     assert {call for _, call in mains} == {"run(main)"}, mains
 
 
