@@ -21,7 +21,7 @@ import json
 import secrets
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -85,7 +85,7 @@ class Chain:
     name: str  # the experiment's name
     status: str = "Queued"
     started: float | None = None
-    seconds: float = field(default=0.0)
+    seconds: float = 0.0
 
 
 class Queue:
