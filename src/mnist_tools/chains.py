@@ -203,19 +203,20 @@ def remove_experiments(root: Path, chains: list[Chain]) -> None:
 
 
 def forget_locked(root: Path, stages: list[str]) -> None:
-    """Drop these stages' dvc.lock entries, which the final `dvc repro` writes again.
+    """Drop these stages' recorded outputs from dvc.lock; the final `dvc repro` records them again.
 
     For a stage whose deps and params match its dvc.lock entry but whose outputs are missing (a fresh
     clone), DVC restores only the outputs that entry names (dvc/stage/cache.py: restore), and the chain
     made other timing and machine records than the run that wrote the entry: DVC would train it again.
-    Without an entry, DVC looks the stage up in the run cache, where the chain's run is.
+    Without recorded outputs, DVC looks the stage up in the run cache, where the chain's run is. The
+    entry itself stays where it is, so DVC rewrites it in place and dvc.lock keeps a serial run's order.
     """
     path = root / "dvc.lock"
     if not stages or not path.is_file():
         return
     lock = yaml.safe_load(path.read_text()) or {}
     for stage in stages:
-        lock.get("stages", {}).pop(stage, None)
+        lock.get("stages", {}).get(stage, {}).pop("outs", None)
     path.write_text(yaml.safe_dump(lock, sort_keys=False))
 
 

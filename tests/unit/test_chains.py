@@ -89,16 +89,27 @@ def test_relay_without_a_remote_says_how_to_add_one(monkeypatch) -> None:
     assert str(error.value) == chains.NO_REMOTE
 
 
-def test_the_chains_lock_entries_are_dropped_so_that_dvc_looks_them_up_in_the_run_cache(
+def test_the_chains_locked_outputs_are_dropped_so_that_dvc_looks_them_up_in_the_run_cache(
     tmp_path: Path,
 ) -> None:
+    outs = [{"path": "models/mlp.pt", "md5": "1"}]
     lock = {
         "schema": "2.0",
-        "stages": {"validate": {"cmd": "v"}, "train@mlp": {"cmd": "t"}, "plot": {"cmd": "p"}},
+        "stages": {
+            "validate": {"cmd": "v", "outs": outs},
+            "train@mlp": {"cmd": "t", "deps": [{"path": "d", "md5": "2"}], "outs": outs},
+            "plot": {"cmd": "p"},
+        },
     }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
     chains.forget_locked(tmp_path, ["train@mlp", "evaluate@mlp"])
-    assert yaml.safe_load((tmp_path / "dvc.lock").read_text()) == {
+    kept = yaml.safe_load((tmp_path / "dvc.lock").read_text())
+    assert kept == {
         "schema": "2.0",
-        "stages": {"validate": {"cmd": "v"}, "plot": {"cmd": "p"}},
+        "stages": {
+            "validate": {"cmd": "v", "outs": outs},
+            "train@mlp": {"cmd": "t", "deps": [{"path": "d", "md5": "2"}]},
+            "plot": {"cmd": "p"},
+        },
     }
+    assert list(kept["stages"]) == ["validate", "train@mlp", "plot"]  # DVC rewrites it in place
