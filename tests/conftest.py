@@ -6,6 +6,7 @@ import functools
 import gzip
 import http.server
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -133,6 +134,11 @@ def digit_images(repo: Path, folder: Path) -> list[Path]:
 
 def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages a `dvc repro` or `dvc exp run` printed as run."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def dvc(repo: Path, *args: str, check: bool = True) -> str:

@@ -4,14 +4,16 @@ serial `dvc repro` of the same change writes, with every chain restored from DVC
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import clone, dvc, make, set_lr
+from conftest import clone, dvc, make, set_lr, stages_run, tool
 
 from mnist_tools.smoke import git
 from mnist_tools.verify import is_timed
@@ -22,9 +24,9 @@ CHANGED = {"mlp": 0.05, "cnn6": 0.05}  # the two cheapest chains, made stale by 
 CHAINS = [f"{stage}@{model}" for model in CHANGED for stage in ("train", "evaluate")]
 
 
-def change(repo: Path) -> None:
-    for model, lr in CHANGED.items():
-        set_lr(repo, model, lr)
+def change(repo: Path) -> dict[str, float]:
+    """Set CHANGED's lrs in repo's params.yaml; return the old ones."""
+    return {model: set_lr(repo, model, lr) for model, lr in CHANGED.items()}
 
 
 def timed(path: str) -> bool:
@@ -55,19 +57,87 @@ def restored(output: str) -> set[str]:
     return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
 
 
+def as_in_a_fresh_clone(repo: Path, model: str) -> None:
+    """Leave model's chain as a fresh clone has it: params and deps as dvc.lock says, but its outputs, their
+    cache objects and every run-cache entry gone. Objects another stage's outputs share (the machine
+    records of one machine are the same bytes) stay, as another clone's run would bring them back."""
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+    def objects(names: list[str]) -> set[str]:
+        """The md5s of these stages' outputs, and of every file a folder output lists."""
+        md5s = set()
+        for name in names:
+            for out in stages[name].get("outs", []):
+                md5s.add(out["md5"])
+                listing = cache / out["md5"][:2] / out["md5"][2:]
+                if (
+                    out["md5"].endswith(".dir") and listing.is_file()
+                ):  # git's folders (publish's) are not cached
+                    md5s |= {entry["md5"] for entry in json.loads(listing.read_text())}
+        return md5s
+
+    chain = [f"train@{model}", f"evaluate@{model}"]
+    gone = objects(chain) - objects([name for name in stages if name not in chain])
+    for name in chain:
+        for out in stages[name]["outs"]:
+            path = repo / out["path"]
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    for md5 in gone:
+        (cache / md5[:2] / md5[2:]).unlink(missing_ok=True)
+    shutil.rmtree(repo / ".dvc" / "cache" / "runs")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The smoke run with CHANGED applied on a branch, then an ordinary serial `dvc repro`, committed."""
+
+    path: Path
+    log: str  # what that dvc repro printed
+    old_lrs: dict[str, float]
+
+
 @pytest.fixture(scope="module")
-def serial(smoke_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The smoke run with CHANGED applied and an ordinary serial `dvc repro` run: the reference."""
+def serial(smoke_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
     path = tmp_path_factory.mktemp("serial") / "project"
     shutil.copytree(smoke_run.path, path, symlinks=True)
-    change(path)
-    dvc(path, "repro")
-    yield path
+    git(path, "checkout", "-q", "-b", "tune")
+    old_lrs = change(path)
+    log = dvc(path, "repro")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "two new learning rates")
+    yield Reference(path, log, old_lrs)
     shutil.rmtree(path, ignore_errors=True)
 
 
+def test_changing_two_lrs_reruns_only_their_chains_and_diffs_against_main(serial: Reference) -> None:
+    # validate checks the changed params.yaml: its marker comes back the same, so nothing else reruns for it
+    assert stages_run(serial.log) == {"validate", *CHAINS, "ensemble", "publish", "summary", "plot"}
+    # the rerun's commit passes check-lock in a fresh clone (no data, no cache), as the PR check runs it
+    check = tool(clone(serial.path, serial.path.parent / "clone"), "lockcheck")
+    assert check.returncode == 0, check.stdout + check.stderr
+    params_diff = json.loads(dvc(serial.path, "params", "diff", "main", "--json"))
+    assert params_diff == {
+        "params.yaml": {
+            f"models.{model}.lr": {
+                "old": serial.old_lrs[model],
+                "new": lr,
+                "diff": lr - serial.old_lrs[model],
+            }
+            for model, lr in CHANGED.items()
+        }
+    }
+    metrics_diff = json.loads(dvc(serial.path, "metrics", "diff", "main", "--json"))
+    assert all("accuracy" in metrics_diff[f"metrics/{model}.json"] for model in CHANGED)
+    models = yaml.safe_load((serial.path / "params.yaml").read_text())["models"]
+    assert not {f"metrics/{model}.json" for model in models if model not in CHANGED} & set(metrics_diff)
+
+
 def test_make_repro_jobs_2_writes_a_serial_runs_lock_and_a_failed_chain_loses_nothing(
-    repo: Path, serial: Path
+    repo: Path, serial: Reference
 ) -> None:
     change(repo)
     module = repo / "src" / "mnist_pipeline" / "architectures" / "mlp.py"
@@ -93,7 +163,7 @@ def test_make_repro_jobs_2_writes_a_serial_runs_lock_and_a_failed_chain_loses_no
     assert done.returncode == 0, done.stdout + done.stderr
     assert "running the chains of mlp, cnn6, 2 at a time" in done.stdout
     assert restored(done.stdout) == set(CHAINS)  # the final serial repro ran none of them
-    assert lock_view(repo) == lock_view(serial)
+    assert lock_view(repo) == lock_view(serial.path)
     assert "Data and pipelines are up to date" in dvc(repo, "status")  # and the files are what the lock says
     assert dvc(repo, "exp", "list").strip() == ""  # no helper experiment is left
 
@@ -103,9 +173,20 @@ def test_make_repro_jobs_2_writes_a_serial_runs_lock_and_a_failed_chain_loses_no
     assert restored(back) == {"train@mlp", "evaluate@mlp"}
     assert md5(repo / "models/mlp.pt") == before["models/mlp.pt"]
 
+    # mlp as a fresh clone has it: DVC would restore its chain from the dvc.lock entry, whose timing records
+    # come from the committing run and so are in no cache here; the final repro must take the chain's
+    # run-cache entry. cnn6, still at the changed lr, goes back to the committed one the same way.
+    as_in_a_fresh_clone(repo, "mlp")
+    fresh = make(repo, "repro", "JOBS=2")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "running the chains of mlp, cnn6, 2 at a time" in fresh.stdout
+    assert restored(fresh.stdout) == set(CHAINS)
+    assert {p: md5(repo / p) for p in before} == before  # the committed bits, both ways
+    assert "Data and pipelines are up to date" in dvc(repo, "status")
+
 
 def test_a_relay_between_two_clones_sharing_only_a_remote_writes_a_serial_runs_lock(
-    repo: Path, serial: Path, tmp_path: Path
+    repo: Path, serial: Reference, tmp_path: Path
 ) -> None:
     dvc(repo, "remote", "add", "-d", "team", str(tmp_path / "storage"))
     dvc(repo, "push")  # the team's remote holds main's results
@@ -120,5 +201,5 @@ def test_a_relay_between_two_clones_sharing_only_a_remote_writes_a_serial_runs_l
     last = clone(repo, tmp_path / "last")
     assembled = dvc(last, "repro", "--pull")
     assert restored(assembled) == set(CHAINS)
-    assert lock_view(last) == lock_view(serial)
+    assert lock_view(last) == lock_view(serial.path)
     assert "Data and pipelines are up to date" in dvc(last, "status")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MNIST_DIR, dvc, make, tool
+from conftest import MNIST_DIR, dvc, make, stages_run, tool
 from dvc.repo import Repo
 
 from mnist_tools.smoke import EPOCHS, git
@@ -44,10 +44,6 @@ def {NEW}() -> nn.Module:
 '''
 RECIPE = {"arch": NEW, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 128, "epochs": EPOCHS}
 README_ROW = f"| `{NEW}` | — | one linear layer, 784 → 10 | 7,850 |"
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def stale(repo: Path) -> set[str]:
