@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_tools.smoke import smoke_overrides
+from mnist_tools.smoke import KEEP_SHIFTS, smoke_overrides
 
 PARAMS = Path(__file__).parents[2] / "params.yaml"
 
@@ -22,6 +22,16 @@ def test_every_model_gets_one_epoch_and_no_weight_average() -> None:
     averaged = {name for name, recipe in models.items() if recipe.get("ema_decay")}
     assert averaged  # the committed params average at least one model's weights
     assert {o.split(".")[1] for o in overrides if o.endswith(".ema_decay=0")} == averaged
+
+
+def test_test_time_shifts_stay_as_the_recipe_says_for_one_model_only() -> None:
+    overrides = smoke_overrides(PARAMS)
+    models = yaml.safe_load(PARAMS.read_text())["models"]
+    assert models[KEEP_SHIFTS]["test_shifts"] == "auto"  # the smoke run still chooses on val, end to end
+    assert not any(o.startswith(f"models.{KEEP_SHIFTS}.test_shifts") for o in overrides)
+    assert {o for o in overrides if ".test_shifts=" in o} == {
+        f"models.{name}.test_shifts=never" for name in models if name != KEEP_SHIFTS
+    }
 
 
 def test_verified_mnist_is_linked_into_the_copy_and_anything_else_is_not(
