@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
 
 CHANGED = {"mlp": 0.05, "cnn6": 0.05}  # the two cheapest chains, made stale by a new lr each
 CHAINS = [f"{stage}@{model}" for model in CHANGED for stage in ("train", "evaluate")]
+FRESH = "cnn2"  # a model left unchanged, as a fresh clone has it (as_in_a_fresh_clone)
 
 
 def change(repo: Path) -> dict[str, float]:
@@ -59,8 +60,9 @@ def restored(output: str) -> set[str]:
 
 def as_in_a_fresh_clone(repo: Path, model: str) -> None:
     """Leave model's chain as a fresh clone has it: params and deps as dvc.lock says, but its outputs, their
-    cache objects and every run-cache entry gone. Objects another stage's outputs share (the machine
-    records of one machine are the same bytes) stay, as another clone's run would bring them back."""
+    cache objects and its run-cache entries gone. Objects another stage's outputs share (the machine
+    records of one machine are the same bytes) stay, as another clone's run would bring them back; so do
+    the other stages' run-cache entries."""
     cache = repo / ".dvc" / "cache" / "files" / "md5"
     stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
 
@@ -88,7 +90,10 @@ def as_in_a_fresh_clone(repo: Path, model: str) -> None:
                 path.unlink()
     for md5 in gone:
         (cache / md5[:2] / md5[2:]).unlink(missing_ok=True)
-    shutil.rmtree(repo / ".dvc" / "cache" / "runs")
+    commands = {stages[name]["cmd"] for name in chain}
+    for entry in (repo / ".dvc" / "cache" / "runs").glob("*/*/*"):
+        if yaml.safe_load(entry.read_text())["cmd"] in commands:
+            entry.unlink()
 
 
 @dataclass(frozen=True)
@@ -158,12 +163,19 @@ def test_make_repro_jobs_2_writes_a_serial_runs_lock_and_a_failed_chain_loses_no
     assert "a broken mlp module" in dvc(repo, *log[1:])
     assert {p: md5(repo / p) for p in before} == before  # the workspace's results are as they were
 
+    # cnn2 as a fresh clone has it: DVC would restore its chain from the dvc.lock entry, whose timing records
+    # come from the committing run and so are in no cache here; the final repro must take the chain's new
+    # run-cache entry instead. Its committed md5 must come back.
+    committed = md5(repo / "models/cnn2.pt")
+    as_in_a_fresh_clone(repo, FRESH)
     module.write_text(good)
     done = make(repo, "repro", "JOBS=2")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "running the chains of mlp, cnn6, 2 at a time" in done.stdout
-    assert restored(done.stdout) == set(CHAINS)  # the final serial repro ran none of them
+    assert "running the chains of mlp, cnn6, cnn2, 2 at a time" in done.stdout
+    fresh = {f"train@{FRESH}", f"evaluate@{FRESH}"}
+    assert restored(done.stdout) == set(CHAINS) | fresh  # the final serial repro ran none of them
     assert lock_view(repo) == lock_view(serial.path)
+    assert md5(repo / "models/cnn2.pt") == committed
     assert "Data and pipelines are up to date" in dvc(repo, "status")  # and the files are what the lock says
     assert dvc(repo, "exp", "list").strip() == ""  # no helper experiment is left
 
@@ -172,17 +184,6 @@ def test_make_repro_jobs_2_writes_a_serial_runs_lock_and_a_failed_chain_loses_no
     back = dvc(repo, "repro", "train@mlp", "evaluate@mlp")
     assert restored(back) == {"train@mlp", "evaluate@mlp"}
     assert md5(repo / "models/mlp.pt") == before["models/mlp.pt"]
-
-    # mlp as a fresh clone has it: DVC would restore its chain from the dvc.lock entry, whose timing records
-    # come from the committing run and so are in no cache here; the final repro must take the chain's
-    # run-cache entry. cnn6, still at the changed lr, goes back to the committed one the same way.
-    as_in_a_fresh_clone(repo, "mlp")
-    fresh = make(repo, "repro", "JOBS=2")
-    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    assert "running the chains of mlp, cnn6, 2 at a time" in fresh.stdout
-    assert restored(fresh.stdout) == set(CHAINS)
-    assert {p: md5(repo / p) for p in before} == before  # the committed bits, both ways
-    assert "Data and pipelines are up to date" in dvc(repo, "status")
 
 
 def test_a_relay_between_two_clones_sharing_only_a_remote_writes_a_serial_runs_lock(
