@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import gzip
 import http.server
+import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,34 +220,65 @@ class SmokeRun:
 
 @dataclass
 class SmokeBuild:
-    """`make smoke` running in the background while the unit tests run
-    (it spends most of its time importing)."""
+    """`make smoke` into folder/project, started while the unit tests run (it spends most of its time
+    importing). Under pytest-xdist (`make test`) the workers share one build: the first worker starts it,
+    the build writes its exit status to folder/status, and the first worker to read it commits the run."""
 
-    process: subprocess.Popen
-    path: Path
-    log: Path
-    env: dict[str, str]
-    before: dict[str, tuple[int, int]]
+    folder: Path
+    process: subprocess.Popen | None  # in the process that started it
     server: http.server.ThreadingHTTPServer | None
 
+    @property
+    def path(self) -> Path:
+        return self.folder / "project"
 
-def start_smoke(mirror: str | None) -> SmokeBuild:
-    """Start `make smoke` into a scratch folder against mirror (None: a loopback server over MNIST_DIR)."""
+    def wait(self) -> int:
+        """The build's exit status, once it has written it (-1: it was killed first)."""
+        status = self.folder / "status"
+        while not status.exists():
+            if self.process is not None and self.process.poll() is not None and not status.exists():
+                return -1
+            time.sleep(0.5)
+        return int(status.read_text())
+
+
+SMOKE_FOLDER = "mnist_smoke_folder"  # the workerinput key naming the shared build's folder
+
+
+def start_smoke(folder: Path, mirror: str | None) -> SmokeBuild:
+    """Start `make smoke` into folder/project against mirror (None: a loopback server over MNIST_DIR)."""
     server = None if mirror else serve(MNIST_DIR)
     env = {"MNIST_MIRROR": mirror or base_url(server), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    path = Path(tempfile.mkdtemp(prefix="mnist-e2e-")) / "project"
-    log = path.parent / "smoke.log"
-    before = workspace_state(ROOT)
-    # -o: take the installed venv as it is (the test run already uses it)
-    with log.open("w") as out:
+    (folder / "before.json").write_text(json.dumps(workspace_state(ROOT)))
+    # -o: take the installed venv as it is (the test run already uses it); the status file appears whole
+    script = 'make -s -o .venv/.installed smoke SMOKE_DIR="$1"; echo $? > "$2.tmp"; mv "$2.tmp" "$2"'
+    with (folder / "smoke.log").open("w") as out:
         process = subprocess.Popen(
-            ["make", "-s", "-o", ".venv/.installed", "smoke", f"SMOKE_DIR={path}"],
+            ["bash", "-c", script, "smoke", str(folder / "project"), str(folder / "status")],
             cwd=ROOT,
             env=os.environ | env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    return SmokeBuild(process, path, log, env, before, server)
+    return SmokeBuild(folder, process, server)
+
+
+def smoke_folder(config: pytest.Config) -> tuple[Path, bool]:
+    """Where the smoke build goes, and whether this process starts it: under pytest-xdist the folder
+    the controller named (pytest_configure_node) and the first worker; else a new folder, and this process."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return Path(tempfile.mkdtemp(prefix="mnist-e2e-")), True
+    return Path(workerinput[SMOKE_FOLDER]), workerinput["workerid"] == "gw0"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist's controller: every worker learns the one folder the shared smoke build goes to."""
+    if not hasattr(node.config, SMOKE_FOLDER):
+        setattr(node.config, SMOKE_FOLDER, tempfile.mkdtemp(prefix="mnist-e2e-"))
+    node.workerinput[SMOKE_FOLDER] = getattr(node.config, SMOKE_FOLDER)
 
 
 _smoke: list[SmokeBuild] = []  # the build started at collection, if any e2e test was collected
@@ -263,38 +298,58 @@ def pytest_collection_modifyitems(
         and not config.option.collectonly
         and (mirror or (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file())
     ):
-        _smoke.append(start_smoke(mirror[0] if mirror else None))
+        folder, starts = smoke_folder(config)
+        _smoke.append(
+            start_smoke(folder, mirror[0] if mirror else None) if starts else SmokeBuild(folder, None, None)
+        )
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for build in _smoke:
-        if build.process.poll() is None:  # the run stopped early (-x, Ctrl-C)
-            build.process.kill()
-            build.process.wait()
+        if build.process is not None and build.process.poll() is None:
+            if exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C: stop the build too
+                os.killpg(build.process.pid, signal.SIGKILL)
+            build.process.wait()  # another worker may still need it
         if build.server:
             build.server.shutdown()
             build.server.server_close()
-        shutil.rmtree(build.path.parent, ignore_errors=True)  # ~200 MB
+        if not hasattr(session.config, "workerinput"):
+            shutil.rmtree(build.folder, ignore_errors=True)  # ~200 MB
+    if hasattr(session.config, SMOKE_FOLDER):  # the xdist controller, once every worker is done
+        shutil.rmtree(getattr(session.config, SMOKE_FOLDER), ignore_errors=True)
+
+
+def commit_smoke(build: SmokeBuild) -> list[str]:
+    """Commit the finished smoke run as main, once whichever worker comes first; the files it changed in
+    this workspace (none, we hope)."""
+    with (build.folder / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = build.folder / "changed.json"
+        if not record.exists():
+            before = {k: tuple(v) for k, v in json.loads((build.folder / "before.json").read_text()).items()}
+            after = workspace_state(ROOT)
+            git(build.path, "add", "-A")
+            git(build.path, "commit", "-q", "-m", "smoke run")
+            record.write_text(
+                json.dumps(sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)))
+            )
+        return json.loads(record.read_text())
 
 
 @pytest.fixture(scope="session")
 def smoke_run(mnist_mirror) -> Iterator[SmokeRun]:
     """The smoke run started at collection, committed there as main:
     the template every end-to-end test copies."""
-    build = _smoke[0] if _smoke else start_smoke(mnist_mirror)
-    if build not in _smoke:
-        _smoke.append(build)
-    if build.process.wait() != 0:
-        pytest.fail(f"make smoke failed:\n{build.log.read_text()[-4000:]}", pytrace=False)
-    after = workspace_state(ROOT)
-    saved = {k: os.environ.get(k) for k in build.env}
-    os.environ.update(build.env)  # later dvc commands in the copies find the mirror and this venv
-    git(build.path, "add", "-A")
-    git(build.path, "commit", "-q", "-m", "smoke run")
-    before = build.before
-    yield SmokeRun(
-        build.path, sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    )
+    if not _smoke:
+        _smoke.append(start_smoke(Path(tempfile.mkdtemp(prefix="mnist-e2e-")), mnist_mirror))
+    build = _smoke[0]
+    if build.wait() != 0:
+        pytest.fail(f"make smoke failed:\n{(build.folder / 'smoke.log').read_text()[-4000:]}", pytrace=False)
+    changed = commit_smoke(build)
+    env = {"MNIST_MIRROR": mnist_mirror, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # later dvc commands in the copies find the mirror and this venv
+    yield SmokeRun(build.path, changed)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -18,7 +18,8 @@ from conftest import clone, dvc, make, set_lr, stages_run, tool
 from mnist_tools.smoke import git
 from mnist_tools.verify import is_timed
 
-pytestmark = pytest.mark.e2e
+# one worker runs them all under pytest-xdist: they share the serial reference, built once per process
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("chains")]
 
 CHANGED = {"mlp": 0.05, "cnn6": 0.05}  # the two cheapest chains, made stale by a new lr each
 CHAINS = [f"{stage}@{model}" for model in CHANGED for stage in ("train", "evaluate")]
@@ -105,7 +106,7 @@ class Reference:
     old_lrs: dict[str, float]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def serial(smoke_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
     path = tmp_path_factory.mktemp("serial") / "project"
     shutil.copytree(smoke_run.path, path, symlinks=True)
