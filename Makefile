@@ -122,7 +122,7 @@ test: $(TEST_STAMP) ## check dvc.yaml, dvc.lock and ruff, then run the test suit
 	python -m mnist_tools.lockcheck
 	ruff check .
 	ruff format --check .
-	python -m pytest -n 2 --dist loadgroup
+	python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP) ##team ruff: lint and formatting check (pyproject.toml), as make test runs it
 	ruff check .

@@ -18,8 +18,8 @@ from conftest import clone, dvc, make, set_lr, stages_run, tool
 from mnist_tools.smoke import git
 from mnist_tools.verify import is_timed
 
-# one worker runs them all under pytest-xdist: they share the serial reference, built once per process
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("chains")]
+# make test (pytest-xdist --dist loadfile) runs a file on one worker: these share the serial reference
+pytestmark = pytest.mark.e2e
 
 CHANGED = {"mlp": 0.05, "cnn6": 0.05}  # the two cheapest chains, made stale by a new lr each
 CHAINS = [f"{stage}@{model}" for model in CHANGED for stage in ("train", "evaluate")]
