@@ -306,10 +306,11 @@ def pytest_collection_modifyitems(
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for build in _smoke:
-        if build.process is not None and build.process.poll() is None:
-            if exitstatus == pytest.ExitCode.INTERRUPTED:  # Ctrl-C: stop the build too
+        if build.process is not None and build.process.poll() is None:  # the run stopped early (-x, Ctrl-C)
+            # another xdist worker may still need the build, unless Ctrl-C stopped them all
+            if not hasattr(session.config, "workerinput") or exitstatus == pytest.ExitCode.INTERRUPTED:
                 os.killpg(build.process.pid, signal.SIGKILL)
-            build.process.wait()  # another worker may still need it
+            build.process.wait()
         if build.server:
             build.server.shutdown()
             build.server.server_close()
